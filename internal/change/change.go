@@ -1,0 +1,73 @@
+// Package change holds the data model that flows one way through the worker: the source decodes logical
+// replication into Changes, the buffer stores them, the sink writes them to the lake.
+package change
+
+import "time"
+
+// Op is the kind of a change.
+type Op byte
+
+// The operations, as pgoutput names them.
+const (
+	Insert   Op = 'I'
+	Update   Op = 'U'
+	Delete   Op = 'D'
+	Truncate Op = 'T'
+)
+
+func (o Op) String() string {
+	switch o {
+	case Insert:
+		return "insert"
+	case Update:
+		return "update"
+	case Delete:
+		return "delete"
+	case Truncate:
+		return "truncate"
+	}
+	return "unknown"
+}
+
+// Column is one column of a source table, as the relation message describes it.
+type Column struct {
+	Name    string `json:"name"`
+	TypeOID uint32 `json:"type_oid"`
+	TypeMod int32  `json:"type_mod"`
+	Key     bool   `json:"key"`
+}
+
+// Table is a source table's identity and schema at the time of a change.
+type Table struct {
+	Schema  string   `json:"schema"`
+	Name    string   `json:"name"`
+	Columns []Column `json:"columns"`
+}
+
+// Value is one column value in PostgreSQL's text output format.
+type Value struct {
+	Null bool
+	// Unchanged marks an unchanged TOASTed value in an update: the source did not send it.
+	Unchanged bool
+	Text      []byte
+}
+
+// Change is one row change, decoded.
+type Change struct {
+	// EventID is the buffer's identifier of the change: unique within one buffer, increasing in commit order.
+	EventID    int64
+	Op         Op
+	CommitLSN  uint64
+	LSN        uint64
+	Seq        int32
+	CommitTime time.Time
+	// Values follow Table.Columns: the new row for inserts and updates, the old key (or old row) for deletes,
+	// nil for truncates.
+	Values []Value
+}
+
+// TableChanges are the changes of one table in one batch, in commit order.
+type TableChanges struct {
+	Table   Table
+	Changes []Change
+}
