@@ -1,0 +1,463 @@
+{{/*
+Chart name.
+*/}}
+{{- define "philotes-worker.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: <release>-<chart>, or the release name when it already contains the chart name.
+*/}}
+{{- define "philotes-worker.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "philotes-worker.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "philotes-worker.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "philotes-worker.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "philotes-worker.labels" -}}
+helm.sh/chart: {{ include "philotes-worker.chart" . }}
+{{ include "philotes-worker.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: worker
+app.kubernetes.io/part-of: philotes
+{{- end }}
+
+{{- define "philotes-worker.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "philotes-worker.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "philotes-worker.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{- define "philotes-worker.secretName" -}}
+{{- default (printf "%s-db" (include "philotes-worker.fullname" .)) .Values.database.existingSecret }}
+{{- end }}
+
+{{- define "philotes-worker.sourceName" -}}
+{{- default .Values.worker.slot .Values.worker.sourceName }}
+{{- end }}
+
+{{/*
+A number as plain decimal text. Values from YAML files arrive as float64 and would print as 1e+06; --set values
+arrive as int64; strings pass through. Usage: include "philotes-worker.num" .Values.some.number
+*/}}
+{{- define "philotes-worker.num" -}}
+{{- $v := . }}
+{{- if kindIs "float64" $v }}
+{{- if eq $v (floor $v) }}
+{{- printf "%d" (int64 $v) }}
+{{- else }}
+{{- printf "%v" $v }}
+{{- end }}
+{{- else }}
+{{- printf "%v" $v }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when key k of map m is present and not null (0 and false count as set). Usage:
+include "philotes-worker.isSet" (list .Values.keda "minReplicaCount")
+*/}}
+{{- define "philotes-worker.isSet" -}}
+{{- $m := index . 0 }}{{- $k := index . 1 }}
+{{- if and (hasKey $m $k) (not (kindIs "invalid" (index $m $k))) }}true{{- end }}
+{{- end }}
+
+{{/*
+Effective KEDA minimum: keda.minReplicaCount when set (0 included), else keda.minReplicas.
+*/}}
+{{- define "philotes-worker.keda.min" -}}
+{{- if include "philotes-worker.isSet" (list .Values.keda "minReplicaCount") }}
+{{- include "philotes-worker.num" .Values.keda.minReplicaCount }}
+{{- else }}
+{{- include "philotes-worker.num" .Values.keda.minReplicas }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when the ScaledObject can take the Deployment to zero replicas (minimum 0, or idle mode at 0).
+*/}}
+{{- define "philotes-worker.keda.reachesZero" -}}
+{{- $min := include "philotes-worker.keda.min" . | int64 }}
+{{- $idle := include "philotes-worker.isSet" (list .Values.keda "idleReplicaCount") }}
+{{- if or (eq $min 0) (and $idle (eq (include "philotes-worker.num" .Values.keda.idleReplicaCount | int64) 0)) }}true{{- end }}
+{{- end }}
+
+{{/*
+"true" when some trigger can turn active while no worker pod runs: the PostgreSQL trigger, an extra trigger, or a
+Prometheus trigger whose query was overridden (it may read something other than the worker's own metrics).
+*/}}
+{{- define "philotes-worker.keda.canWake" -}}
+{{- $k := .Values.keda }}
+{{- $custom := false }}
+{{- if $k.prometheus.enabled }}
+{{- range $t := list $k.prometheus.lagTrigger $k.prometheus.bufferTrigger $k.prometheus.throughputTrigger }}
+{{- if and $t.enabled $t.query }}{{ $custom = true }}{{ end }}
+{{- end }}
+{{- end }}
+{{- if or $k.postgresql.enabled (gt (len $k.extraTriggers) 0) $custom }}true{{- end }}
+{{- end }}
+
+{{/*
+Label matchers scoping the default PromQL to this release: namespace and pods, plus extra matchers.
+*/}}
+{{- define "philotes-worker.keda.promSelector" -}}
+{{- $s := .Values.keda.prometheus.scope }}
+{{- $m := list }}
+{{- if $s.namespaceLabel }}
+{{- $m = append $m (printf "%s=%q" $s.namespaceLabel .Release.Namespace) }}
+{{- end }}
+{{- if $s.podLabel }}
+{{- $re := default (printf "%s-[a-z0-9]+-[a-z0-9]+" (include "philotes-worker.fullname" .)) $s.podRegex }}
+{{- $m = append $m (printf "%s=~%q" $s.podLabel $re) }}
+{{- end }}
+{{- if $s.extraMatchers }}
+{{- $m = append $m $s.extraMatchers }}
+{{- end }}
+{{- printf "{%s}" (join "," $m) }}
+{{- end }}
+
+{{/*
+The query of a Prometheus trigger: the override rendered with tpl, or the default built from metricName.
+Usage: include "philotes-worker.keda.promQuery" (dict "ctx" $ "trigger" $t "kind" "lag|buffer|throughput")
+*/}}
+{{- define "philotes-worker.keda.promQuery" -}}
+{{- $t := .trigger }}
+{{- if $t.query }}
+{{- tpl $t.query .ctx }}
+{{- else }}
+{{- $sel := include "philotes-worker.keda.promSelector" .ctx }}
+{{- if eq .kind "throughput" }}
+{{- printf "sum(rate(%s%s[%s]))" $t.metricName $sel $t.rateWindow }}
+{{- else }}
+{{- printf "max(%s%s)" $t.metricName $sel }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Metadata of a Prometheus trigger (a YAML map of strings). "fallback" true makes ignoreNullValues default to "false".
+Usage: include "philotes-worker.keda.promMetadata" (dict "ctx" $ "trigger" $t "kind" "lag" "fallback" true)
+*/}}
+{{- define "philotes-worker.keda.promMetadata" -}}
+{{- $ctx := .ctx }}
+{{- $p := $ctx.Values.keda.prometheus }}
+{{- $t := .trigger }}
+{{- $md := dict "serverAddress" $p.serverAddress "query" (include "philotes-worker.keda.promQuery" .) "threshold" (include "philotes-worker.num" $t.threshold) }}
+{{- if include "philotes-worker.isSet" (list $t "activationThreshold") }}
+{{- $_ := set $md "activationThreshold" (include "philotes-worker.num" $t.activationThreshold) }}
+{{- end }}
+{{- if include "philotes-worker.isSet" (list $p "ignoreNullValues") }}
+{{- $_ := set $md "ignoreNullValues" (printf "%t" $p.ignoreNullValues) }}
+{{- else if .fallback }}
+{{- $_ := set $md "ignoreNullValues" "false" }}
+{{- end }}
+{{- if $p.unsafeSsl }}
+{{- $_ := set $md "unsafeSsl" "true" }}
+{{- end }}
+{{- if $p.timeout }}
+{{- $_ := set $md "timeout" (include "philotes-worker.num" $p.timeout) }}
+{{- end }}
+{{- if $p.namespace }}
+{{- $_ := set $md "namespace" $p.namespace }}
+{{- end }}
+{{- if $p.customHeaders }}
+{{- $h := list }}
+{{- range $k := keys $p.customHeaders | sortAlpha }}
+{{- $h = append $h (printf "%s=%s" $k (index $p.customHeaders $k | toString)) }}
+{{- end }}
+{{- $_ := set $md "customHeaders" (join "," $h) }}
+{{- end }}
+{{- if $p.authentication.modes }}
+{{- $_ := set $md "authModes" (join "," $p.authentication.modes) }}
+{{- end }}
+{{- toYaml $md }}
+{{- end }}
+
+{{/*
+One KEDA trigger, as a list item. The single place that renders a trigger for the ScaledObject and the ScaledJob.
+Usage: include "philotes-worker.keda.trigger" (dict "type" "prometheus" "name" "lag" "metadata" $md
+         "authenticationRef" "name-or-empty" "metricType" "type-or-empty")
+*/}}
+{{- define "philotes-worker.keda.trigger" -}}
+- type: {{ .type }}
+  name: {{ .name }}
+  {{- with .metricType }}
+  metricType: {{ . }}
+  {{- end }}
+  metadata:
+    {{- range $k := keys .metadata | sortAlpha }}
+    {{ $k }}: {{ index $.metadata $k | toString | quote }}
+    {{- end }}
+  {{- with .authenticationRef }}
+  authenticationRef:
+    name: {{ . }}
+  {{- end }}
+{{- end }}
+
+{{/*
+The chart's Prometheus triggers for the Deployment (lag, buffer, throughput), as YAML list items.
+*/}}
+{{- define "philotes-worker.keda.prometheusTriggers" -}}
+{{- $k := .Values.keda }}
+{{- $auth := "" }}
+{{- if $k.prometheus.authentication.modes }}
+{{- $auth = printf "%s-keda-prometheus" (include "philotes-worker.fullname" .) }}
+{{- end }}
+{{- if $k.prometheus.enabled }}
+{{- range $kind, $t := dict "lag" $k.prometheus.lagTrigger "buffer" $k.prometheus.bufferTrigger "throughput" $k.prometheus.throughputTrigger }}
+{{- if $t.enabled }}
+{{- $md := include "philotes-worker.keda.promMetadata" (dict "ctx" $ "trigger" $t "kind" $kind "fallback" $k.fallback.enabled) | fromYaml }}
+{{ include "philotes-worker.keda.trigger" (dict "type" "prometheus" "name" $kind "metadata" $md "authenticationRef" $auth "metricType" "") }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The default PostgreSQL query: bytes of WAL the configured slot has not confirmed (worker contract).
+*/}}
+{{- define "philotes-worker.keda.pgQuery" -}}
+{{- $pg := .Values.keda.postgresql }}
+{{- if $pg.query }}
+{{- tpl $pg.query . }}
+{{- else }}
+{{- printf "SELECT COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0) FROM pg_replication_slots WHERE slot_name = '%s'" (.Values.worker.slot | replace "'" "''") }}
+{{- end }}
+{{- end }}
+
+{{/*
+All ScaledObject triggers, as YAML list items, in a fixed order.
+*/}}
+{{- define "philotes-worker.keda.triggers" -}}
+{{- $k := .Values.keda }}
+{{- $fullname := include "philotes-worker.fullname" . }}
+{{- include "philotes-worker.keda.prometheusTriggers" . }}
+{{- if $k.postgresql.enabled }}
+{{- $pg := $k.postgresql }}
+{{- $md := dict "host" $pg.host "port" (include "philotes-worker.num" $pg.port) "dbName" $pg.database "userName" $pg.user "sslmode" $pg.sslMode "query" (include "philotes-worker.keda.pgQuery" .) "targetQueryValue" (include "philotes-worker.num" $pg.targetQueryValue) }}
+{{- if include "philotes-worker.isSet" (list $pg "activationTargetQueryValue") }}
+{{- $_ := set $md "activationTargetQueryValue" (include "philotes-worker.num" $pg.activationTargetQueryValue) }}
+{{- end }}
+{{ include "philotes-worker.keda.trigger" (dict "type" "postgresql" "name" "postgresql" "metadata" $md "authenticationRef" (printf "%s-keda-postgres" $fullname) "metricType" "") }}
+{{- end }}
+{{- range $r := list "cpu" "memory" }}
+{{- $c := index $k $r }}
+{{- if $c.enabled }}
+{{ include "philotes-worker.keda.trigger" (dict "type" $r "name" $r "metadata" (dict "value" (include "philotes-worker.num" $c.value)) "authenticationRef" "" "metricType" $c.metricType) }}
+{{- end }}
+{{- end }}
+{{- with $k.extraTriggers }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Render-time checks of combinations KEDA or Kubernetes would reject (or that could never work). Each message names
+the value and the fix. Included by the Deployment, which always renders.
+*/}}
+{{- define "philotes-worker.validate" -}}
+{{- $v := .Values }}
+{{- $k := $v.keda }}
+{{- if le (int64 (include "philotes-worker.num" $v.terminationGracePeriodSeconds)) (int64 (include "philotes-worker.num" $v.worker.shutdownTimeoutSeconds)) }}
+{{- fail (printf "terminationGracePeriodSeconds (%s) must be greater than worker.shutdownTimeoutSeconds (%s): the pod would be killed before in-flight batches are rolled back. Raise terminationGracePeriodSeconds or lower worker.shutdownTimeoutSeconds." (include "philotes-worker.num" $v.terminationGracePeriodSeconds) (include "philotes-worker.num" $v.worker.shutdownTimeoutSeconds)) }}
+{{- end }}
+{{- if and (include "philotes-worker.isSet" (list $v.podDisruptionBudget "minAvailable")) (include "philotes-worker.isSet" (list $v.podDisruptionBudget "maxUnavailable")) }}
+{{- fail "podDisruptionBudget: set only one of minAvailable and maxUnavailable (set the other to null)." }}
+{{- end }}
+{{- if and $v.metrics.serviceMonitor.enabled $v.metrics.podMonitor.enabled }}
+{{- fail "metrics.serviceMonitor.enabled and metrics.podMonitor.enabled are both true: every pod would be scraped twice. Enable only one." }}
+{{- end }}
+{{- if and $v.autoscaling.enabled (not $k.enabled) }}
+{{- if not (or (include "philotes-worker.isSet" (list $v.autoscaling "targetCPUUtilizationPercentage")) (include "philotes-worker.isSet" (list $v.autoscaling "targetMemoryUtilizationPercentage"))) }}
+{{- fail "autoscaling.enabled is true but no metric is set: set autoscaling.targetCPUUtilizationPercentage and/or autoscaling.targetMemoryUtilizationPercentage." }}
+{{- end }}
+{{- if gt (int64 (include "philotes-worker.num" $v.autoscaling.minReplicas)) (int64 (include "philotes-worker.num" $v.autoscaling.maxReplicas)) }}
+{{- fail (printf "autoscaling.minReplicas (%s) is greater than autoscaling.maxReplicas (%s): lower the minimum or raise the maximum." (include "philotes-worker.num" $v.autoscaling.minReplicas) (include "philotes-worker.num" $v.autoscaling.maxReplicas)) }}
+{{- end }}
+{{- end }}
+{{- if or $k.enabled $k.scaledJob.enabled }}
+{{- if and $k.prometheus.enabled (has "bearer" $k.prometheus.authentication.modes) (has "basic" $k.prometheus.authentication.modes) }}
+{{- fail "keda.prometheus.authentication.modes: bearer and basic are exclusive in KEDA; keep one." }}
+{{- end }}
+{{- if and $k.prometheus.enabled $k.prometheus.authentication.modes (not $k.prometheus.authentication.existingSecret) }}
+{{- fail "keda.prometheus.authentication.modes is set but keda.prometheus.authentication.existingSecret is empty: name the Secret that holds the Prometheus credentials." }}
+{{- end }}
+{{- end }}
+{{- if $k.enabled }}
+{{- $min := include "philotes-worker.keda.min" . | int64 }}
+{{- $max := include "philotes-worker.num" $k.maxReplicas | int64 }}
+{{- $minName := ternary "keda.minReplicaCount" "keda.minReplicas" (eq (include "philotes-worker.isSet" (list $k "minReplicaCount")) "true") }}
+{{- if gt $min $max }}
+{{- fail (printf "%s (%d) is greater than keda.maxReplicas (%d): KEDA rejects the ScaledObject. Lower the minimum or raise keda.maxReplicas." $minName $min $max) }}
+{{- end }}
+{{- if include "philotes-worker.isSet" (list $k "idleReplicaCount") }}
+{{- $idle := include "philotes-worker.num" $k.idleReplicaCount | int64 }}
+{{- if ge $idle $min }}
+{{- fail (printf "keda.idleReplicaCount (%d) must be less than %s (%d): KEDA rejects idle >= min. For plain scale to zero set keda.minReplicaCount: 0 and leave keda.idleReplicaCount null; for idle mode raise the minimum above the idle count." $idle $minName $min) }}
+{{- end }}
+{{- end }}
+{{- if $k.postgresql.enabled }}
+{{- range $f := list "host" "database" "user" }}
+{{- if not (index $k.postgresql $f) }}
+{{- fail (printf "keda.postgresql.enabled is true but keda.postgresql.%s is empty: set it to the source database's %s." $f $f) }}
+{{- end }}
+{{- end }}
+{{- if and (not $k.postgresql.existingSecret) (eq (toString $k.postgresql.password) "") }}
+{{- fail "keda.postgresql.enabled is true but neither keda.postgresql.password nor keda.postgresql.existingSecret is set: give the password, or the name of a Secret holding it (key keda.postgresql.passwordKey)." }}
+{{- end }}
+{{- end }}
+{{- $triggers := include "philotes-worker.keda.triggers" . | fromYamlArray }}
+{{- if eq (len $triggers) 0 }}
+{{- fail "keda.enabled is true but no trigger is enabled (KEDA rejects an empty trigger list): enable keda.prometheus with lagTrigger/bufferTrigger/throughputTrigger, keda.postgresql, keda.cpu or keda.memory, or add keda.extraTriggers." }}
+{{- end }}
+{{- $other := 0 }}
+{{- range $t := $triggers }}
+{{- if not (has (get $t "type") (list "cpu" "memory")) }}{{ $other = add1 $other }}{{ end }}
+{{- end }}
+{{- if and (eq $min 0) (eq $other 0) }}
+{{- fail (printf "%s is 0 but only cpu/memory triggers are enabled: KEDA cannot scale to zero on cpu/memory. Enable keda.postgresql (it wakes the worker at zero replicas) or set the minimum to 1 or more." $minName) }}
+{{- end }}
+{{- if and $k.fallback.enabled (eq $other 0) }}
+{{- fail "keda.fallback.enabled needs at least one trigger that is not cpu or memory: enable a keda.prometheus trigger or keda.postgresql, or disable keda.fallback." }}
+{{- end }}
+{{- if and $k.cpu.enabled (not (and $v.resources.requests $v.resources.requests.cpu)) }}
+{{- fail "keda.cpu.enabled needs resources.requests.cpu: utilization is measured against the request." }}
+{{- end }}
+{{- if and $k.memory.enabled (not (and $v.resources.requests $v.resources.requests.memory)) }}
+{{- fail "keda.memory.enabled needs resources.requests.memory: utilization is measured against the request." }}
+{{- end }}
+{{- if and $k.scalingModifiers.formula (not $k.scalingModifiers.target) }}
+{{- fail "keda.scalingModifiers.formula is set but keda.scalingModifiers.target is empty: give the target value of the formula." }}
+{{- end }}
+{{- end }}
+{{- if $k.scaledJob.enabled }}
+{{- if not (or (and $k.prometheus.enabled $k.prometheus.bufferTrigger.enabled) $k.scaledJob.extraTriggers) }}
+{{- fail "keda.scaledJob.enabled needs a trigger: enable keda.prometheus and keda.prometheus.bufferTrigger (buffer depth), or set keda.scaledJob.extraTriggers." }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod spec shared by the Deployment and the ScaledJob.
+Usage: include "philotes-worker.podSpec" (dict "ctx" $ "args" (list "run") "probes" true)
+*/}}
+{{- define "philotes-worker.podSpec" -}}
+{{- $ctx := .ctx }}
+{{- $v := $ctx.Values }}
+serviceAccountName: {{ include "philotes-worker.serviceAccountName" $ctx }}
+automountServiceAccountToken: {{ $v.serviceAccount.automountServiceAccountToken }}
+terminationGracePeriodSeconds: {{ include "philotes-worker.num" $v.terminationGracePeriodSeconds }}
+{{- with $v.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $v.podSecurityContext }}
+securityContext:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+containers:
+  - name: worker
+    image: {{ include "philotes-worker.image" $ctx | quote }}
+    imagePullPolicy: {{ $v.image.pullPolicy }}
+    args:
+      {{- toYaml .args | nindent 6 }}
+    ports:
+      - name: http-metrics
+        containerPort: {{ include "philotes-worker.num" $v.worker.httpPort }}
+        protocol: TCP
+    envFrom:
+      - configMapRef:
+          name: {{ include "philotes-worker.fullname" $ctx }}
+      {{- with $v.worker.extraEnvFrom }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    env:
+      - name: PHILOTES_SOURCE_URL
+        valueFrom:
+          secretKeyRef:
+            name: {{ include "philotes-worker.secretName" $ctx }}
+            key: {{ $v.database.sourceUrlKey }}
+      {{- if or $v.database.existingSecret $v.database.bufferUrl }}
+      - name: PHILOTES_BUFFER_URL
+        valueFrom:
+          secretKeyRef:
+            name: {{ include "philotes-worker.secretName" $ctx }}
+            key: {{ $v.database.bufferUrlKey }}
+            optional: {{ not $v.database.bufferUrl }}
+      {{- end }}
+      {{- with $v.worker.extraEnv }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    {{- if .probes }}
+    readinessProbe:
+      httpGet:
+        path: /readyz
+        port: http-metrics
+      {{- toYaml $v.probes.readiness | nindent 6 }}
+    livenessProbe:
+      httpGet:
+        path: /healthz
+        port: http-metrics
+      {{- toYaml $v.probes.liveness | nindent 6 }}
+    {{- end }}
+    {{- with $v.resources }}
+    resources:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    {{- with $v.securityContext }}
+    securityContext:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    volumeMounts:
+      - name: data
+        mountPath: /var/lib/philotes
+      - name: tmp
+        mountPath: /tmp
+volumes:
+  - name: data
+    {{- toYaml $v.dataVolume | nindent 4 }}
+  - name: tmp
+    emptyDir: {}
+{{- with $v.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
