@@ -1,0 +1,100 @@
+package buffer
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/philotes/philotes-worker/internal/change"
+)
+
+// Event is one buffered change as a processor claims it; Tuple and OldTuple are pgoutput TupleData bytes.
+type Event struct {
+	ID         int64
+	CommitLSN  uint64
+	Seq        int32
+	LSN        uint64
+	CommitTime time.Time
+	Relation   int64
+	Op         change.Op
+	Tuple      []byte
+	OldTuple   []byte
+}
+
+// Claim holds a batch of events locked by one transaction: no other processor can claim them until Commit or
+// Rollback. If the process dies, the database rolls the transaction back and the events become claimable again.
+type Claim struct {
+	Events []Event
+	tx     pgx.Tx
+	source string
+	ids    []int64
+}
+
+// Claim locks up to n of this source's oldest unclaimed events. A claim with no events holds nothing.
+func (b *Buffer) Claim(ctx context.Context, n int) (*Claim, error) {
+	tx, err := b.pool.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("buffer: claim: %w", err)
+	}
+	rows, err := tx.Query(ctx, `
+SELECT id, commit_lsn, seq, lsn, commit_time, relation, op, tuple, old_tuple
+FROM philotes.events WHERE source = $1
+ORDER BY id LIMIT $2
+FOR UPDATE SKIP LOCKED`, b.source, n)
+	if err != nil {
+		_ = tx.Rollback(ctx)
+		return nil, fmt.Errorf("buffer: claim: %w", err)
+	}
+	c := &Claim{tx: tx, source: b.source}
+	for rows.Next() {
+		var e Event
+		var commitLSN, lsn int64
+		var op byte
+		if err := rows.Scan(&e.ID, &commitLSN, &e.Seq, &lsn, &e.CommitTime, &e.Relation, &op, &e.Tuple, &e.OldTuple); err != nil {
+			rows.Close()
+			_ = tx.Rollback(ctx)
+			return nil, fmt.Errorf("buffer: claim: %w", err)
+		}
+		e.CommitLSN, e.LSN, e.Op = uint64(commitLSN), uint64(lsn), change.Op(op)
+		c.Events = append(c.Events, e)
+		c.ids = append(c.ids, e.ID)
+	}
+	if err := rows.Err(); err != nil {
+		_ = tx.Rollback(ctx)
+		return nil, fmt.Errorf("buffer: claim: %w", err)
+	}
+	if len(c.Events) == 0 {
+		_ = tx.Rollback(ctx)
+		c.tx = nil
+	}
+	return c, nil
+}
+
+// Commit deletes the claimed events: call it only after the sink has committed them.
+func (c *Claim) Commit(ctx context.Context) error {
+	if c.tx == nil {
+		return nil
+	}
+	if _, err := c.tx.Exec(ctx, `DELETE FROM philotes.events WHERE source = $1 AND id = ANY($2)`, c.source, c.ids); err != nil {
+		_ = c.tx.Rollback(ctx)
+		return fmt.Errorf("buffer: delete %d claimed events: %w", len(c.ids), err)
+	}
+	if err := c.tx.Commit(ctx); err != nil {
+		return fmt.Errorf("buffer: commit claim: %w", err)
+	}
+	c.tx = nil
+	return nil
+}
+
+// Rollback releases the claimed events for another processor. It works even when the caller's context is
+// already cancelled (as during a shutdown deadline).
+func (c *Claim) Rollback() {
+	if c.tx != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = c.tx.Rollback(ctx) // on failure the connection closes and the server rolls back
+		c.tx = nil
+	}
+}

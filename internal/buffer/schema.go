@@ -1,0 +1,50 @@
+package buffer
+
+// schemaVersion is the latest migration. Migrations only ever append; each runs once, in a transaction, under an
+// advisory lock so that replicas starting together do not race.
+var migrations = []string{
+	// 1: the initial schema.
+	`CREATE SCHEMA IF NOT EXISTS philotes;
+CREATE TABLE philotes.meta (
+	singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+	buffer_id   uuid NOT NULL DEFAULT gen_random_uuid(),
+	created_at  timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO philotes.meta DEFAULT VALUES;
+-- Where each source's reader has got to: the last change appended, in commit order. Written in the same
+-- transaction as the events, so a replay from the slot can skip what is already buffered.
+CREATE TABLE philotes.sources (
+	source      text PRIMARY KEY,
+	commit_lsn  bigint NOT NULL,
+	seq         integer NOT NULL,
+	updated_at  timestamptz NOT NULL DEFAULT now()
+);
+-- Source table schemas, one row per distinct column list seen in a relation message.
+CREATE TABLE philotes.relations (
+	id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	source       text NOT NULL,
+	relation_id  oid NOT NULL,
+	schema_name  text NOT NULL,
+	table_name   text NOT NULL,
+	columns      jsonb NOT NULL,
+	created_at   timestamptz NOT NULL DEFAULT now(),
+	UNIQUE (source, relation_id, schema_name, table_name, columns)
+);
+-- Changes read from the slot and not yet committed to the sink. Row data is kept as pgoutput tuple bytes
+-- (decoded by the processors, which scale out, not by the single reader).
+CREATE TABLE philotes.events (
+	source       text NOT NULL,
+	id           bigint GENERATED ALWAYS AS IDENTITY (CACHE 1000),
+	commit_lsn   bigint NOT NULL,
+	seq          integer NOT NULL,
+	lsn          bigint NOT NULL,
+	commit_time  timestamptz NOT NULL,
+	relation     bigint NOT NULL,
+	op           "char" NOT NULL,
+	tuple        bytea,
+	old_tuple    bytea,
+	PRIMARY KEY (source, id)
+);
+COMMENT ON TABLE philotes.events IS 'Changes not yet committed to the sink; count(*) per source is the buffer depth.';
+`,
+}

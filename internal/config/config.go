@@ -1,0 +1,292 @@
+// Package config reads the worker's settings from flags and PHILOTES_* environment variables. One parse reports
+// every bad setting at once, each naming the variable and the fix.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Mode is what the process does.
+type Mode string
+
+// The modes.
+const (
+	// Run competes for the reader role and runs processors until stopped.
+	Run Mode = "run"
+	// Drain runs processors only and exits once the buffer is empty.
+	Drain Mode = "drain"
+)
+
+// Config is the worker's complete configuration.
+type Config struct {
+	Mode Mode
+
+	SourceURL   string
+	BufferURL   string
+	SourceName  string
+	Slot        string
+	Publication string
+	Tables      []string
+
+	NoReader   bool
+	Processors int
+	BatchSize  int
+
+	FlushInterval       time.Duration
+	StatusInterval      time.Duration
+	ReaderRetryInterval time.Duration
+	StatsInterval       time.Duration
+	IdlePollInterval    time.Duration
+	ShutdownTimeout     time.Duration
+
+	IcebergWarehouse   string
+	IcebergCatalogURI  string
+	IcebergCatalogName string
+	IcebergNamespace   string
+	// IcebergProperties are passed to the catalog and file IO (S3 endpoint, keys, REST token).
+	IcebergProperties map[string]string
+
+	HTTPAddr  string
+	LogLevel  slog.Level
+	LogFormat string
+}
+
+// Usage is printed for -h and on a bad command.
+const Usage = `usage: philotes-worker run|drain [flags]
+
+  run    hold or wait for the slot's reader role and process the buffer until SIGTERM
+  drain  process the buffer until it is empty, then exit 0 (no reader)
+
+Every flag can also be set by its PHILOTES_* environment variable (shown in brackets); flags win.
+`
+
+var slotName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
+
+// Parse reads args (without the program name) and the environment given by getenv.
+func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+			fmt.Fprint(stderr, Usage)
+			return Config{}, flag.ErrHelp
+		}
+		return Config{}, errors.New("a command is required: philotes-worker run or philotes-worker drain")
+	}
+	var c Config
+	switch Mode(args[0]) {
+	case Run, Drain:
+		c.Mode = Mode(args[0])
+	default:
+		return Config{}, fmt.Errorf("unknown command %q: use philotes-worker run or philotes-worker drain", args[0])
+	}
+
+	fs := flag.NewFlagSet("philotes-worker "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, Usage); fs.PrintDefaults() }
+	var errs []error
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	str := func(p *string, flagName, envName, def, help string) {
+		fs.StringVar(p, flagName, env(envName, def), help+" ["+envName+"]")
+	}
+	num := func(p *int, flagName, envName string, def int, help string) {
+		v := def
+		if s := getenv(envName); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: must be a whole number", envName, s))
+			}
+			v = n
+		}
+		fs.IntVar(p, flagName, v, help+" ["+envName+"]")
+	}
+	dur := func(p *time.Duration, flagName, envName string, def time.Duration, help string) {
+		v := def
+		if s := getenv(envName); s != "" {
+			d, err := time.ParseDuration(s)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: must be a duration such as 500ms, 5s or 1m", envName, s))
+			}
+			v = d
+		}
+		fs.DurationVar(p, flagName, v, help+" ["+envName+"]")
+	}
+	boolean := func(p *bool, flagName, envName, help string) {
+		v := false
+		if s := getenv(envName); s != "" {
+			b, err := strconv.ParseBool(s)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: must be true or false", envName, s))
+			}
+			v = b
+		}
+		fs.BoolVar(p, flagName, v, help+" ["+envName+"]")
+	}
+
+	var tables, logLevel, s3Endpoint, s3Region, s3Key, s3Secret, catalogToken string
+	str(&c.SourceURL, "source-url", "PHILOTES_SOURCE_URL", "", "source database URL (the user needs REPLICATION)")
+	str(&c.BufferURL, "buffer-url", "PHILOTES_BUFFER_URL", "", "buffer database URL (default: the source URL; a separate database is recommended)")
+	str(&c.SourceName, "source-name", "PHILOTES_SOURCE_NAME", "", "source label and buffer key (default: the slot name)")
+	str(&c.Slot, "slot", "PHILOTES_SLOT", "philotes_cdc", "logical replication slot")
+	str(&c.Publication, "publication", "PHILOTES_PUBLICATION", "philotes_pub", "publication")
+	str(&tables, "tables", "PHILOTES_TABLES", "", "comma-separated schema.table list for a new publication (default: all tables)")
+	boolean(&c.NoReader, "no-reader", "PHILOTES_NO_READER", "never take the reader role: process the buffer only")
+	num(&c.Processors, "processors", "PHILOTES_PROCESSORS", 2, "buffer processors in this replica")
+	num(&c.BatchSize, "batch-size", "PHILOTES_BATCH_SIZE", 5000, "events per buffer append and per processor claim")
+	dur(&c.FlushInterval, "flush-interval", "PHILOTES_FLUSH_INTERVAL", 200*time.Millisecond, "longest a change waits in the reader before it is appended")
+	dur(&c.StatusInterval, "status-interval", "PHILOTES_STATUS_INTERVAL", time.Second, "how often the reader confirms its position to the source")
+	dur(&c.ReaderRetryInterval, "reader-retry-interval", "PHILOTES_READER_RETRY_INTERVAL", 2*time.Second, "how often a replica without the reader role tries to take it")
+	dur(&c.StatsInterval, "stats-interval", "PHILOTES_STATS_INTERVAL", 2*time.Second, "how often buffer depth and lag are read")
+	dur(&c.IdlePollInterval, "idle-poll-interval", "PHILOTES_IDLE_POLL_INTERVAL", 500*time.Millisecond, "how often an idle processor looks for work")
+	dur(&c.ShutdownTimeout, "shutdown-timeout", "PHILOTES_SHUTDOWN_TIMEOUT", 25*time.Second, "after SIGTERM, how long in-flight batches may take before they are released (keep below terminationGracePeriodSeconds)")
+	str(&c.IcebergWarehouse, "iceberg-warehouse", "PHILOTES_ICEBERG_WAREHOUSE", "file:///var/lib/philotes/warehouse", "Iceberg warehouse: file:///path or s3://bucket/prefix")
+	str(&c.IcebergCatalogURI, "iceberg-catalog-uri", "PHILOTES_ICEBERG_CATALOG_URI", "", "REST catalog URI (http/https); empty: SQL catalog in the buffer database")
+	str(&c.IcebergCatalogName, "iceberg-catalog-name", "PHILOTES_ICEBERG_CATALOG_NAME", "philotes", "Iceberg catalog name")
+	str(&c.IcebergNamespace, "iceberg-namespace", "PHILOTES_ICEBERG_NAMESPACE", "philotes", "Iceberg namespace for the tables")
+	str(&catalogToken, "iceberg-catalog-token", "PHILOTES_ICEBERG_CATALOG_TOKEN", "", "bearer token for the REST catalog")
+	str(&s3Endpoint, "s3-endpoint", "PHILOTES_S3_ENDPOINT", "", "S3-compatible endpoint URL")
+	str(&s3Region, "s3-region", "PHILOTES_S3_REGION", "", "S3 region")
+	str(&s3Key, "s3-access-key-id", "PHILOTES_S3_ACCESS_KEY_ID", "", "S3 access key id")
+	str(&s3Secret, "s3-secret-access-key", "PHILOTES_S3_SECRET_ACCESS_KEY", "", "S3 secret access key")
+	str(&c.HTTPAddr, "http-addr", "PHILOTES_HTTP_ADDR", ":8080", "address for /metrics, /healthz and /readyz")
+	str(&logLevel, "log-level", "PHILOTES_LOG_LEVEL", "info", "debug, info, warn or error")
+	str(&c.LogFormat, "log-format", "PHILOTES_LOG_FORMAT", "json", "json or text")
+
+	if err := fs.Parse(args[1:]); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected arguments %q: settings are flags (--name value) or PHILOTES_* variables", fs.Args()))
+	}
+
+	if c.BufferURL == "" {
+		c.BufferURL = c.SourceURL
+	}
+	if c.SourceName == "" {
+		c.SourceName = c.Slot
+	}
+	if c.Mode == Drain {
+		c.NoReader = true
+	}
+	c.IcebergProperties = map[string]string{}
+	for k, v := range map[string]string{"s3.endpoint": s3Endpoint, "s3.region": s3Region,
+		"s3.access-key-id": s3Key, "s3.secret-access-key": s3Secret, "token": catalogToken} {
+		if v != "" {
+			c.IcebergProperties[k] = v
+		}
+	}
+	for _, t := range strings.Split(tables, ",") {
+		if t = strings.TrimSpace(t); t == "" {
+			continue
+		}
+		if !strings.Contains(t, ".") {
+			t = "public." + t
+		}
+		if s, n, _ := strings.Cut(t, "."); s == "" || n == "" || strings.Count(t, ".") > 1 {
+			errs = append(errs, fmt.Errorf("PHILOTES_TABLES: %q is not a table name: use schema.table, comma-separated", t))
+			continue
+		}
+		c.Tables = append(c.Tables, t)
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		errs = append(errs, fmt.Errorf("PHILOTES_LOG_LEVEL=%q: use debug, info, warn or error", logLevel))
+	}
+	errs = append(errs, c.validate()...)
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+func (c *Config) validate() []error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if !c.NoReader && c.SourceURL == "" {
+		bad("PHILOTES_SOURCE_URL is required: set it to the source database URL (postgres://user:password@host:5432/db), or run with --no-reader")
+	}
+	if c.SourceURL != "" {
+		if _, err := pgconn.ParseConfig(c.SourceURL); err != nil {
+			bad("PHILOTES_SOURCE_URL is not a valid PostgreSQL URL: %v", redact(err))
+		}
+	}
+	if c.BufferURL == "" {
+		bad("PHILOTES_BUFFER_URL is required when there is no PHILOTES_SOURCE_URL")
+	} else if _, err := pgconn.ParseConfig(c.BufferURL); err != nil {
+		bad("PHILOTES_BUFFER_URL is not a valid PostgreSQL URL: %v", redact(err))
+	}
+	if !slotName.MatchString(c.Slot) {
+		bad("PHILOTES_SLOT=%q: a slot name is 1-63 characters of a-z, 0-9 and _", c.Slot)
+	}
+	if c.Publication == "" {
+		bad("PHILOTES_PUBLICATION must not be empty")
+	}
+	if c.SourceName == "" || len(c.SourceName) > 200 {
+		bad("PHILOTES_SOURCE_NAME=%q: use a short non-empty name", c.SourceName)
+	}
+	switch {
+	case c.Processors < 0 || c.Processors > 256:
+		bad("PHILOTES_PROCESSORS=%d: use 0 to 256", c.Processors)
+	case c.Processors == 0 && c.NoReader:
+		bad("PHILOTES_PROCESSORS=0 with no reader leaves nothing to do: use at least 1 processor")
+	}
+	if c.BatchSize < 1 || c.BatchSize > 1_000_000 {
+		bad("PHILOTES_BATCH_SIZE=%d: use 1 to 1000000", c.BatchSize)
+	}
+	for name, d := range map[string]time.Duration{
+		"PHILOTES_FLUSH_INTERVAL": c.FlushInterval, "PHILOTES_STATUS_INTERVAL": c.StatusInterval,
+		"PHILOTES_READER_RETRY_INTERVAL": c.ReaderRetryInterval, "PHILOTES_STATS_INTERVAL": c.StatsInterval,
+		"PHILOTES_IDLE_POLL_INTERVAL": c.IdlePollInterval, "PHILOTES_SHUTDOWN_TIMEOUT": c.ShutdownTimeout,
+	} {
+		if d <= 0 {
+			bad("%s=%s: must be positive", name, d)
+		}
+	}
+	if u, err := url.Parse(c.IcebergWarehouse); err != nil || (u.Scheme != "file" && u.Scheme != "s3" && u.Scheme != "s3a") || (u.Scheme == "file" && u.Path == "") {
+		bad("PHILOTES_ICEBERG_WAREHOUSE=%q: use file:///absolute/path or s3://bucket/prefix", c.IcebergWarehouse)
+	}
+	if c.IcebergCatalogURI != "" {
+		if u, err := url.Parse(c.IcebergCatalogURI); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("PHILOTES_ICEBERG_CATALOG_URI=%q: use an http(s):// REST catalog URL, or leave it empty for the SQL catalog in the buffer database", c.IcebergCatalogURI)
+		}
+	}
+	if c.IcebergNamespace == "" {
+		bad("PHILOTES_ICEBERG_NAMESPACE must not be empty")
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		bad("PHILOTES_HTTP_ADDR=%q: use host:port or :port, e.g. :8080", c.HTTPAddr)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		bad("PHILOTES_LOG_FORMAT=%q: use json or text", c.LogFormat)
+	}
+	return errs
+}
+
+// redact keeps passwords out of error messages about URLs.
+func redact(err error) string {
+	s := err.Error()
+	if i := strings.Index(s, "://"); i >= 0 {
+		if j := strings.Index(s[i:], "@"); j >= 0 {
+			s = s[:i+3] + "…" + s[i+j:]
+		}
+	}
+	return s
+}
+
+// FromOS parses os.Args and the process environment.
+func FromOS() (Config, error) { return Parse(os.Args[1:], os.Getenv, os.Stderr) }

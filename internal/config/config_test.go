@@ -1,0 +1,83 @@
+package config
+
+import (
+	"io"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+// Defaults fill in what the contract promises when only the source is given.
+func TestDefaults(t *testing.T) {
+	c, err := Parse([]string{"run"}, env(map[string]string{"PHILOTES_SOURCE_URL": "postgres://u@h/db"}), io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, Run, c.Mode)
+	require.Equal(t, "postgres://u@h/db", c.BufferURL)
+	require.Equal(t, "philotes_cdc", c.Slot)
+	require.Equal(t, "philotes_cdc", c.SourceName)
+	require.Equal(t, "philotes_pub", c.Publication)
+	require.Equal(t, 2, c.Processors)
+	require.Equal(t, ":8080", c.HTTPAddr)
+	require.Equal(t, 25*time.Second, c.ShutdownTimeout)
+	require.Empty(t, c.Tables)
+}
+
+// Flags win over the environment, and drain never reads the slot.
+func TestFlagsAndModes(t *testing.T) {
+	c, err := Parse([]string{"drain", "--processors", "4", "--tables", "orders, app.items"},
+		env(map[string]string{"PHILOTES_BUFFER_URL": "postgres://u@h/buf", "PHILOTES_PROCESSORS": "9"}), io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, Drain, c.Mode)
+	require.True(t, c.NoReader)
+	require.Equal(t, 4, c.Processors)
+	require.Equal(t, []string{"public.orders", "app.items"}, c.Tables)
+}
+
+// Every bad setting is reported at once, each naming its variable and the fix.
+func TestErrorsNameTheSetting(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want []string
+	}{
+		{"no command", nil, nil, []string{"philotes-worker run or philotes-worker drain"}},
+		{"unknown command", []string{"serve"}, nil, []string{`unknown command "serve"`}},
+		{"missing source", []string{"run"}, nil, []string{"PHILOTES_SOURCE_URL is required"}},
+		{"many at once", []string{"run"}, map[string]string{
+			"PHILOTES_SOURCE_URL":        "postgres://u@h/db",
+			"PHILOTES_PROCESSORS":        "lots",
+			"PHILOTES_SLOT":              "Bad-Slot",
+			"PHILOTES_SHUTDOWN_TIMEOUT":  "soon",
+			"PHILOTES_ICEBERG_WAREHOUSE": "ftp://x",
+			"PHILOTES_LOG_LEVEL":         "loud",
+			"PHILOTES_TABLES":            "a.b.c",
+		}, []string{
+			`PHILOTES_PROCESSORS="lots": must be a whole number`,
+			`PHILOTES_SLOT="Bad-Slot"`,
+			`PHILOTES_SHUTDOWN_TIMEOUT="soon": must be a duration`,
+			`PHILOTES_ICEBERG_WAREHOUSE="ftp://x"`,
+			`PHILOTES_LOG_LEVEL="loud"`,
+			`PHILOTES_TABLES: "a.b.c"`,
+		}},
+		{"bad url keeps the password out", []string{"run"}, map[string]string{"PHILOTES_SOURCE_URL": "postgres://u:secret@h:notaport/db"},
+			[]string{"PHILOTES_SOURCE_URL is not a valid PostgreSQL URL"}},
+		{"drain without processors", []string{"drain", "--processors", "0"}, map[string]string{"PHILOTES_BUFFER_URL": "postgres://u@h/b"},
+			[]string{"use at least 1 processor"}},
+		{"rest catalog must be http", []string{"run"}, map[string]string{"PHILOTES_SOURCE_URL": "postgres://u@h/db", "PHILOTES_ICEBERG_CATALOG_URI": "thrift://x"},
+			[]string{"PHILOTES_ICEBERG_CATALOG_URI"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(tc.args, env(tc.env), io.Discard)
+			require.Error(t, err)
+			for _, w := range tc.want {
+				require.Contains(t, err.Error(), w)
+			}
+			require.NotContains(t, err.Error(), "secret")
+		})
+	}
+}

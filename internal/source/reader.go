@@ -1,0 +1,513 @@
+// Package source reads a PostgreSQL logical replication slot (pgoutput) into the buffer. Exactly one replica
+// reads a slot at a time: the reader role is an advisory lock taken on the replication connection itself, so it
+// is held exactly as long as the walsender streams to us and is freed the moment our connection dies.
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/philotes/philotes-worker/internal/buffer"
+	"github.com/philotes/philotes-worker/internal/change"
+)
+
+// Store is what the reader needs from the buffer.
+type Store interface {
+	Progress(ctx context.Context) (buffer.Position, error)
+	SaveRelation(ctx context.Context, relationID uint32, t change.Table) (int64, error)
+	Append(ctx context.Context, b *buffer.Batch) error
+}
+
+// Metrics receives the reader's observations.
+type Metrics interface {
+	SetReaderActive(active bool)
+	SetRetainedWAL(bytes uint64)
+	ObserveAppend(d time.Duration)
+	Error(kind string)
+}
+
+// Config configures a Reader.
+type Config struct {
+	SourceURL   string
+	Slot        string
+	Publication string
+	// Tables limits the publication to these "schema.table" names; empty means all tables.
+	Tables []string
+	// BatchSize is the most changes appended to the buffer in one COPY.
+	BatchSize int
+	// FlushInterval bounds how long a change waits in memory before it is appended.
+	FlushInterval time.Duration
+	// StatusInterval is how often the confirmed position is reported to the server.
+	StatusInterval time.Duration
+	// RetryInterval is how often a replica that does not hold the reader role tries to take it.
+	RetryInterval time.Duration
+	// BufferSchema is never read: its own tables may appear when the buffer shares the source database.
+	BufferSchema string
+	Logger       *slog.Logger
+	Metrics      Metrics
+}
+
+// Reader competes for the reader role and, while it holds it, streams the slot into the buffer.
+type Reader struct {
+	cfg   Config
+	store Store
+	log   *slog.Logger
+}
+
+// NewReader checks the configuration and builds a Reader.
+func NewReader(cfg Config, store Store) (*Reader, error) {
+	switch {
+	case store == nil:
+		return nil, errors.New("source: a buffer store is required")
+	case cfg.Metrics == nil:
+		return nil, errors.New("source: metrics are required")
+	case cfg.SourceURL == "":
+		return nil, errors.New("source: PHILOTES_SOURCE_URL is required for the reader")
+	case cfg.BatchSize <= 0 || cfg.FlushInterval <= 0 || cfg.StatusInterval <= 0 || cfg.RetryInterval <= 0:
+		return nil, errors.New("source: batch size and intervals must be positive")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Reader{cfg: cfg, store: store, log: cfg.Logger.With("component", "reader", "slot", cfg.Slot)}, nil
+}
+
+// Run holds or waits for the reader role until ctx is cancelled. On cancellation it appends what it has read,
+// reports the confirmed position and releases the role before returning.
+func (r *Reader) Run(ctx context.Context) error {
+	backoff := time.Second
+	for {
+		held, err := r.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := r.cfg.RetryInterval
+		switch {
+		case err != nil:
+			r.cfg.Metrics.Error(errorKind(err))
+			r.log.Warn("reader session ended", "err", err, "retry_in", backoff)
+			wait = backoff
+			backoff = min(backoff*2, 30*time.Second)
+		case held:
+			backoff = time.Second
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+type kindError struct {
+	kind string
+	err  error
+}
+
+func (e *kindError) Error() string { return e.err.Error() }
+func (e *kindError) Unwrap() error { return e.err }
+
+func withKind(kind string, err error) error { return &kindError{kind: kind, err: err} }
+
+func errorKind(err error) string {
+	var k *kindError
+	if errors.As(err, &k) {
+		return k.kind
+	}
+	return "replication"
+}
+
+// session connects, tries to take the role and streams while it holds it. held reports whether it got the role.
+func (r *Reader) session(ctx context.Context) (held bool, err error) {
+	cfg, err := pgconn.ParseConfig(r.cfg.SourceURL)
+	if err != nil {
+		return false, fmt.Errorf("PHILOTES_SOURCE_URL: %w", err)
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	cfg.RuntimeParams["application_name"] = "philotes-reader"
+	cfg.RuntimeParams["timezone"] = "UTC"
+	cfg.RuntimeParams["datestyle"] = "ISO"
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return false, fmt.Errorf("connect to source: %w", err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = conn.Close(cctx) // closing the connection ends the walsender and frees the lock
+	}()
+
+	ok, err := queryBool(ctx, conn, fmt.Sprintf("SELECT pg_try_advisory_lock(hashtext(%s))", quoteLiteral("philotes:"+r.cfg.Slot)))
+	if err != nil {
+		return false, withKind("reader_lock", fmt.Errorf("take reader lock: %w", err))
+	}
+	if !ok {
+		return false, nil
+	}
+	r.cfg.Metrics.SetReaderActive(true)
+	defer r.cfg.Metrics.SetReaderActive(false)
+	r.log.Info("took the reader role")
+
+	if err := r.ensurePublication(ctx, conn); err != nil {
+		return true, err
+	}
+	if err := r.ensureSlot(ctx, conn); err != nil {
+		return true, err
+	}
+	progress, err := r.store.Progress(ctx)
+	if err != nil {
+		return true, withKind("buffer", err)
+	}
+	err = pglogrepl.StartReplication(ctx, conn, r.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(r.cfg.Publication)},
+	})
+	if err != nil {
+		return true, fmt.Errorf("start replication on slot %s: %w", r.cfg.Slot, err)
+	}
+	return true, r.stream(ctx, conn, progress)
+}
+
+func (r *Reader) ensurePublication(ctx context.Context, conn *pgconn.PgConn) error {
+	exists, err := queryBool(ctx, conn, fmt.Sprintf("SELECT count(*) > 0 FROM pg_publication WHERE pubname = %s", quoteLiteral(r.cfg.Publication)))
+	if err != nil {
+		return fmt.Errorf("look up publication %s: %w", r.cfg.Publication, err)
+	}
+	if exists {
+		return nil
+	}
+	target := "ALL TABLES"
+	if len(r.cfg.Tables) > 0 {
+		names := make([]string, len(r.cfg.Tables))
+		for i, t := range r.cfg.Tables {
+			schema, table, _ := strings.Cut(t, ".")
+			names[i] = pgx.Identifier{schema, table}.Sanitize()
+		}
+		target = "TABLE " + strings.Join(names, ", ")
+	}
+	if err := conn.Exec(ctx, fmt.Sprintf("CREATE PUBLICATION %s FOR %s", pgx.Identifier{r.cfg.Publication}.Sanitize(), target)).Close(); err != nil {
+		return fmt.Errorf("create publication %s (PHILOTES_PUBLICATION, PHILOTES_TABLES): %w", r.cfg.Publication, err)
+	}
+	r.log.Info("created publication", "publication", r.cfg.Publication, "for", target)
+	return nil
+}
+
+func (r *Reader) ensureSlot(ctx context.Context, conn *pgconn.PgConn) error {
+	exists, err := queryBool(ctx, conn, fmt.Sprintf("SELECT count(*) > 0 FROM pg_replication_slots WHERE slot_name = %s", quoteLiteral(r.cfg.Slot)))
+	if err != nil {
+		return fmt.Errorf("look up slot %s: %w", r.cfg.Slot, err)
+	}
+	if exists {
+		return nil
+	}
+	if _, err := pglogrepl.CreateReplicationSlot(ctx, conn, r.cfg.Slot, "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication}); err != nil {
+		return fmt.Errorf("create slot %s (PHILOTES_SLOT): %w", r.cfg.Slot, err)
+	}
+	r.log.Info("created replication slot")
+	return nil
+}
+
+// pending is a batch on its way to the buffer, with the LSN that may be confirmed once it is durable.
+type pending struct {
+	batch   *buffer.Batch
+	confirm uint64
+}
+
+// stream runs the receive loop. A second goroutine appends batches so that decoding and COPY overlap.
+func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn, progress buffer.Position) error {
+	var durable atomic.Uint64
+	work := make(chan pending, 2)
+	free := make(chan *buffer.Batch, 3)
+	for range 3 {
+		free <- &buffer.Batch{}
+	}
+	appendErr := make(chan error, 1)
+	appenderDone := make(chan struct{})
+	// The appender finishes what it was given even after ctx is cancelled, so a shutdown keeps what was read.
+	go func() {
+		defer close(appenderDone)
+		actx := context.WithoutCancel(ctx)
+		for p := range work {
+			if p.batch.Len() > 0 {
+				start := time.Now()
+				if err := r.store.Append(actx, p.batch); err != nil {
+					appendErr <- withKind("buffer", err)
+					p.batch.Reset()
+					free <- p.batch
+					for p := range work { // keep the sender moving until it sees the error
+						p.batch.Reset()
+						free <- p.batch
+					}
+					return
+				}
+				r.cfg.Metrics.ObserveAppend(time.Since(start))
+			}
+			if p.confirm > durable.Load() {
+				durable.Store(p.confirm)
+			}
+			p.batch.Reset()
+			free <- p.batch
+		}
+	}()
+
+	s := &streamState{r: r, progress: progress, relations: map[uint32]int64{}, skipped: map[uint32]bool{}}
+	s.batch = <-free
+	submit := func() {
+		work <- pending{batch: s.batch, confirm: s.confirm}
+		s.submitted = s.confirm
+		s.batch = <-free
+		s.firstPending = time.Time{}
+	}
+	finish := func() error {
+		if s.batch.Len() > 0 || s.confirm > s.submitted {
+			submit()
+		}
+		close(work)
+		<-appenderDone
+		select {
+		case err := <-appendErr:
+			return err
+		default:
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if d := durable.Load(); d > 0 {
+			_ = pglogrepl.SendStandbyStatusUpdate(sctx, conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pglogrepl.LSN(d)})
+		}
+		return nil
+	}
+
+	var reported uint64
+	sendStatus := func(force bool) error {
+		d := durable.Load()
+		if !force && d == reported {
+			return nil
+		}
+		if err := pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pglogrepl.LSN(d)}); err != nil {
+			return fmt.Errorf("send standby status: %w", err)
+		}
+		reported = d
+		if s.serverEnd > d {
+			r.cfg.Metrics.SetRetainedWAL(s.serverEnd - d)
+		} else {
+			r.cfg.Metrics.SetRetainedWAL(0)
+		}
+		return nil
+	}
+
+	nextStatus := time.Now().Add(r.cfg.StatusInterval)
+	for {
+		wake := nextStatus
+		if !s.firstPending.IsZero() {
+			if due := s.firstPending.Add(r.cfg.FlushInterval); due.Before(wake) {
+				wake = due
+			}
+		}
+		rctx, cancel := context.WithDeadline(ctx, wake)
+		err := s.receive(rctx, conn)
+		cancel()
+		select {
+		case err := <-appendErr:
+			_ = finish()
+			return err
+		default:
+		}
+		if ctx.Err() != nil {
+			return finish()
+		}
+		if err != nil && !pgconn.Timeout(err) {
+			if ferr := finish(); ferr != nil {
+				return errors.Join(err, ferr)
+			}
+			return err
+		}
+		now := time.Now()
+		if s.batch.Len() >= r.cfg.BatchSize ||
+			(!s.firstPending.IsZero() && !now.Before(s.firstPending.Add(r.cfg.FlushInterval))) {
+			submit()
+		}
+		if s.replyRequested || !now.Before(nextStatus) {
+			if err := sendStatus(s.replyRequested); err != nil {
+				_ = finish()
+				return err
+			}
+			s.replyRequested = false
+			nextStatus = now.Add(r.cfg.StatusInterval)
+		}
+	}
+}
+
+// streamState is the receive loop's view of the transaction stream.
+type streamState struct {
+	r         *Reader
+	progress  buffer.Position
+	relations map[uint32]int64
+	skipped   map[uint32]bool
+
+	inTx bool
+	tx   begin
+	seq  int32
+
+	batch        *buffer.Batch
+	firstPending time.Time // when the oldest unsubmitted change (or confirmable position) arrived
+	confirm      uint64    // highest LSN that is safe to confirm once everything submitted is durable
+	submitted    uint64    // confirm value of the last submission
+
+	serverEnd      uint64
+	replyRequested bool
+}
+
+// receive handles messages until the batch is full or ctx's deadline passes (returned as a timeout error).
+func (s *streamState) receive(ctx context.Context, conn *pgconn.PgConn) error {
+	for s.batch.Len() < s.r.cfg.BatchSize && !s.replyRequested {
+		msg, err := conn.ReceiveMessage(ctx)
+		if err != nil {
+			return err
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			if len(msg.Data) == 0 {
+				continue
+			}
+			switch msg.Data[0] {
+			case pglogrepl.PrimaryKeepaliveMessageByteID:
+				k, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
+				if err != nil {
+					return fmt.Errorf("parse keepalive: %w", err)
+				}
+				s.serverEnd = uint64(k.ServerWALEnd)
+				if !s.inTx && s.batch.Len() == 0 && s.serverEnd > s.confirm {
+					// Nothing in flight: everything up to the server's sent position is either buffered or not
+					// ours. Confirming it keeps the slot from retaining WAL while idle.
+					s.confirm = s.serverEnd
+					s.markPending()
+				}
+				if k.ReplyRequested {
+					s.replyRequested = true
+				}
+			case pglogrepl.XLogDataByteID:
+				x, err := pglogrepl.ParseXLogData(msg.Data[1:])
+				if err != nil {
+					return fmt.Errorf("parse xlogdata: %w", err)
+				}
+				if end := uint64(x.ServerWALEnd); end > s.serverEnd {
+					s.serverEnd = end
+				}
+				if err := s.handle(ctx, x.WALData, uint64(x.WALStart)); err != nil {
+					return err
+				}
+			}
+		case *pgproto3.ErrorResponse:
+			return pgconn.ErrorResponseToPgError(msg)
+		case *pgproto3.CopyDone:
+			return errors.New("server ended the replication stream")
+		}
+	}
+	return nil
+}
+
+func (s *streamState) markPending() {
+	if s.firstPending.IsZero() {
+		s.firstPending = time.Now()
+	}
+}
+
+func (s *streamState) handle(ctx context.Context, data []byte, walStart uint64) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case 'B':
+		b, err := parseBegin(data)
+		if err != nil {
+			return err
+		}
+		s.inTx, s.tx, s.seq = true, b, 0
+	case 'C':
+		c, err := parseCommit(data)
+		if err != nil {
+			return err
+		}
+		s.inTx = false
+		// Every change of this transaction is in the current batch or an earlier one, so once they are durable
+		// the whole transaction is: this covers a batch that was cut just before the Commit message too.
+		s.confirm = c.endLSN
+		s.markPending()
+	case 'R':
+		id, t, err := parseRelation(data)
+		if err != nil {
+			return err
+		}
+		if t.Schema == s.r.cfg.BufferSchema {
+			s.skipped[id] = true
+			return nil
+		}
+		delete(s.skipped, id)
+		key, err := s.r.store.SaveRelation(context.WithoutCancel(ctx), id, t)
+		if err != nil {
+			return withKind("buffer", err)
+		}
+		s.relations[id] = key
+	case 'I', 'U', 'D':
+		rc, err := parseRowChange(data)
+		if err != nil {
+			return err
+		}
+		s.seq++
+		return s.add(rc.relation, walStart, rc.op, rc.tuple, rc.oldTuple)
+	case 'T':
+		ids, err := parseTruncate(data)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			s.seq++
+			if err := s.add(id, walStart, change.Truncate, nil, nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *streamState) add(relation uint32, lsn uint64, op change.Op, tuple, oldTuple []byte) error {
+	if s.skipped[relation] {
+		return nil
+	}
+	pos := buffer.Position{CommitLSN: s.tx.finalLSN, Seq: s.seq}
+	if !s.progress.Less(pos) {
+		return nil // buffered before a restart: the slot replays from the last confirmed transaction
+	}
+	key, ok := s.relations[relation]
+	if !ok {
+		return fmt.Errorf("change for relation %d arrived before its relation message", relation)
+	}
+	s.batch.Add(pos, lsn, s.tx.commitTime, key, op, tuple, oldTuple)
+	s.markPending()
+	return nil
+}
+
+func queryBool(ctx context.Context, conn *pgconn.PgConn, sql string) (bool, error) {
+	res, err := conn.Exec(ctx, sql).ReadAll()
+	if err != nil {
+		return false, err
+	}
+	if len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) != 1 {
+		return false, fmt.Errorf("unexpected result for %q", sql)
+	}
+	return string(res[0].Rows[0][0]) == "t", nil
+}
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
