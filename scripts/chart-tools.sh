@@ -39,7 +39,7 @@ helm_docs=$(install_tool helm-docs "$HELM_DOCS_VERSION" github.com/norwoodj/helm
 
 "$helm3" version --short >&2
 "$helm4" version --short >&2
-"$helm_docs" --version >&2
+echo "helm-docs: $helm_docs" >&2
 
 if $print_env; then
   printf 'HELM3=%q\nHELM4=%q\nHELM_DOCS=%q\n' "$helm3" "$helm4" "$helm_docs"

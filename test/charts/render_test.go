@@ -1,0 +1,240 @@
+package charts
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"helm.sh/helm/v4/pkg/action"
+	"helm.sh/helm/v4/pkg/chart/common"
+	chart "helm.sh/helm/v4/pkg/chart/v2"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	release "helm.sh/helm/v4/pkg/release/v1"
+	"sigs.k8s.io/yaml"
+)
+
+const (
+	workerChart   = "../../charts/philotes-worker"
+	umbrellaChart = "../../charts/philotes"
+	releaseName   = "cdc"
+	releaseNS     = "data"
+	fullname      = "cdc-philotes-worker"
+	kubeVersion   = "v1.37.2"
+)
+
+// Rendered is the output of one `helm install --dry-run=client`.
+type Rendered struct {
+	Objects []map[string]any
+	Notes   string
+}
+
+// loadChart loads a chart from its folder. The umbrella gets philotes-worker attached as its dependency, which is
+// what `helm dependency build` does for the file://../philotes-worker repository.
+func loadChart(dir string) (*chart.Chart, error) {
+	ch, err := loader.Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	if filepath.Base(dir) == "philotes" {
+		worker, err := loader.Load(workerChart)
+		if err != nil {
+			return nil, err
+		}
+		ch.SetDependencies(worker)
+	}
+	return ch, nil
+}
+
+// renderValues renders a chart with values given as a map (numbers as int64, like --set) the way
+// `helm template` does: install with client dry run, schema validation on.
+func renderValues(dir string, vals map[string]any) (*Rendered, error) {
+	ch, err := loadChart(dir)
+	if err != nil {
+		return nil, err
+	}
+	install := action.NewInstall(action.NewConfiguration())
+	install.DryRunStrategy = action.DryRunClient
+	install.Replace = true
+	install.ReleaseName = releaseName
+	install.Namespace = releaseNS
+	kv, err := common.ParseKubeVersion(kubeVersion)
+	if err != nil {
+		return nil, err
+	}
+	install.KubeVersion = kv
+	rel, err := install.Run(ch, vals)
+	if err != nil {
+		return nil, err
+	}
+	r, ok := rel.(*release.Release)
+	if !ok {
+		return nil, fmt.Errorf("unexpected release type %T", rel)
+	}
+	objs, err := splitManifest(r.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	return &Rendered{Objects: objs, Notes: r.Info.Notes}, nil
+}
+
+// render renders a chart with values given as YAML text, parsed like a values file (numbers arrive as float64).
+func render(dir, valuesYAML string) (*Rendered, error) {
+	vals := map[string]any{}
+	if err := yaml.Unmarshal([]byte(valuesYAML), &vals); err != nil {
+		return nil, fmt.Errorf("test values: %w", err)
+	}
+	return renderValues(dir, vals)
+}
+
+func splitManifest(manifest string) ([]map[string]any, error) {
+	var objs []map[string]any
+	for _, doc := range strings.Split(manifest, "\n---") {
+		if strings.TrimSpace(strings.TrimPrefix(doc, "---")) == "" {
+			continue
+		}
+		obj := map[string]any{}
+		if err := yaml.UnmarshalStrict([]byte(doc), &obj); err != nil {
+			return nil, fmt.Errorf("rendered YAML does not parse: %w\n%s", err, doc)
+		}
+		if len(obj) == 0 {
+			continue
+		}
+		objs = append(objs, obj)
+	}
+	return objs, nil
+}
+
+// mustRender renders, requires success, and validates every object strictly against the Kubernetes and CRD
+// schemas.
+func mustRender(t *testing.T, dir, valuesYAML string) *Rendered {
+	t.Helper()
+	r, err := render(dir, valuesYAML)
+	require.NoError(t, err, "render %s with values:\n%s", dir, valuesYAML)
+	requireValid(t, r)
+	return r
+}
+
+// mustRenderValues is mustRender for values given as a map.
+func mustRenderValues(t *testing.T, dir string, vals map[string]any) *Rendered {
+	t.Helper()
+	r, err := renderValues(dir, vals)
+	require.NoError(t, err)
+	requireValid(t, r)
+	return r
+}
+
+func requireValid(t *testing.T, r *Rendered) {
+	t.Helper()
+	v, err := sharedValidator()
+	require.NoError(t, err, "loading the Kubernetes and KEDA schemas")
+	require.NotEmpty(t, r.Objects)
+	for _, obj := range r.Objects {
+		require.NoError(t, v.Validate(obj))
+	}
+}
+
+// renderErr renders and requires an error.
+func renderErr(t *testing.T, dir, valuesYAML string) error {
+	t.Helper()
+	_, err := render(dir, valuesYAML)
+	require.Error(t, err, "expected %s to refuse values:\n%s", dir, valuesYAML)
+	return err
+}
+
+// find returns the objects of a kind.
+func (r *Rendered) find(kind string) []map[string]any {
+	var out []map[string]any
+	for _, o := range r.Objects {
+		if o["kind"] == kind {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// one returns the single object of a kind and name (name "" matches any).
+func (r *Rendered) one(t *testing.T, kind, objName string) map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, o := range r.find(kind) {
+		if objName == "" || name(o) == objName {
+			out = append(out, o)
+		}
+	}
+	require.Len(t, out, 1, "want exactly one %s %q", kind, objName)
+	return out[0]
+}
+
+// get walks a path of map keys and list indexes.
+func get(t *testing.T, obj any, path ...any) any {
+	t.Helper()
+	cur := obj
+	for i, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, ok := cur.(map[string]any)
+			require.True(t, ok, "path %v: element %d is not a map", path, i)
+			v, ok := m[k]
+			require.True(t, ok, "path %v: key %q missing", path, k)
+			cur = v
+		case int:
+			l, ok := cur.([]any)
+			require.True(t, ok, "path %v: element %d is not a list", path, i)
+			require.Less(t, k, len(l), "path %v: index out of range", path)
+			cur = l[k]
+		}
+	}
+	return cur
+}
+
+// has reports whether a path of map keys exists.
+func has(obj any, path ...string) bool {
+	cur := obj
+	for _, k := range path {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return false
+		}
+		if cur, ok = m[k]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// triggers returns the ScaledObject's triggers keyed by name.
+func triggers(t *testing.T, r *Rendered) map[string]map[string]any {
+	t.Helper()
+	so := r.one(t, "ScaledObject", fullname)
+	out := map[string]map[string]any{}
+	for _, tr := range get(t, so, "spec", "triggers").([]any) {
+		m := tr.(map[string]any)
+		n, _ := m["name"].(string)
+		out[n] = m
+	}
+	return out
+}
+
+// metadata returns a trigger's metadata as strings (KEDA wants strings; anything else fails the test).
+func metadata(t *testing.T, trigger map[string]any) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for k, v := range trigger["metadata"].(map[string]any) {
+		s, ok := v.(string)
+		require.True(t, ok, "trigger metadata %s is %T, KEDA wants a string", k, v)
+		out[k] = s
+	}
+	return out
+}
+
+// readFile reads a repository file relative to this folder.
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return string(b)
+}
+
