@@ -113,36 +113,55 @@ func (n *Namespace) Command(name string, args ...string) *exec.Cmd {
 	return exec.Command("nsenter", full...)
 }
 
-// DialContext opens a connection from inside the namespace. The socket is
-// created on a dedicated OS thread that has joined the namespace; a socket
-// keeps its namespace for life, so the connection is usable from any
-// goroutine. The thread is discarded afterwards rather than returned to the
-// Go scheduler in the wrong namespace.
-func (n *Namespace) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	type result struct {
-		conn net.Conn
-		err  error
-	}
-	ch := make(chan result, 1)
+// Listen opens a listener inside the namespace, the same way DialContext
+// opens connections.
+func (n *Namespace) Listen(ctx context.Context, network, address string) (net.Listener, error) {
+	var l net.Listener
+	err := n.do(func() error {
+		var lc net.ListenConfig
+		var err error
+		l, err = lc.Listen(ctx, network, address)
+		return err
+	})
+	return l, err
+}
+
+// do runs fn on a dedicated OS thread that has joined the namespace. The
+// thread is discarded afterwards rather than returned to the Go scheduler in
+// the wrong namespace.
+func (n *Namespace) do(fn func() error) error {
+	ch := make(chan error, 1)
 	go func() {
 		// Never unlocked: the goroutine's exit terminates the thread.
 		runtime.LockOSThread()
 		f, err := os.Open(n.Path())
 		if err != nil {
-			ch <- result{err: fmt.Errorf("open namespace: %w", err)}
+			ch <- fmt.Errorf("open namespace: %w", err)
 			return
 		}
 		defer f.Close()
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("setns %s: %w", n.Path(), err)}
+			ch <- fmt.Errorf("setns %s: %w", n.Path(), err)
 			return
 		}
-		var d net.Dialer
-		c, err := d.DialContext(ctx, network, address)
-		ch <- result{conn: c, err: err}
+		ch <- fn()
 	}()
-	r := <-ch
-	return r.conn, r.err
+	return <-ch
+}
+
+// DialContext opens a connection from inside the namespace. The socket is
+// created on a dedicated OS thread that has joined the namespace; a socket
+// keeps its namespace for life, so the connection is usable from any
+// goroutine.
+func (n *Namespace) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	var c net.Conn
+	err := n.do(func() error {
+		var d net.Dialer
+		var err error
+		c, err = d.DialContext(ctx, network, address)
+		return err
+	})
+	return c, err
 }
 
 // Poll calls check every interval until it returns nil or timeout passes;

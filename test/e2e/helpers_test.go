@@ -1,0 +1,159 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/philotes/philotes-worker/test/e2e/netns"
+	"github.com/philotes/philotes-worker/test/e2e/node"
+	"github.com/philotes/philotes-worker/test/e2e/stack"
+)
+
+// testLogger writes slog records to the test log.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(string(p[:len(p)-1]))
+	return len(p), nil
+}
+
+var (
+	fakeWorkerOnce sync.Once
+	fakeWorkerPath string
+	fakeWorkerErr  error
+)
+
+// fakeWorker builds cmd/fakeworker once per test binary.
+func fakeWorker(t *testing.T) string {
+	t.Helper()
+	fakeWorkerOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "philotes-e2e-bin-")
+		if err != nil {
+			fakeWorkerErr = err
+			return
+		}
+		fakeWorkerPath = filepath.Join(dir, "fakeworker")
+		out, err := exec.Command("go", "build", "-o", fakeWorkerPath, "./cmd/fakeworker").CombinedOutput()
+		if err != nil {
+			fakeWorkerErr = fmt.Errorf("build fakeworker: %w: %s", err, out)
+		}
+	})
+	if fakeWorkerErr != nil {
+		t.Fatal(fakeWorkerErr)
+	}
+	return fakeWorkerPath
+}
+
+// startStack brings the stack up for one test and tears it down after it;
+// with PHILOTES_E2E_KEEP=1 the folder (logs, data) is kept for inspection.
+func startStack(t *testing.T) *stack.Stack {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	start := time.Now()
+	s, err := stack.Start(ctx, stack.Config{Logger: testLogger(t), KeepDir: os.Getenv("PHILOTES_E2E_KEEP") == "1"})
+	if err != nil {
+		t.Fatalf("start stack: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	t.Logf("stack up in %s; folder %s; kubectl: %s", time.Since(start).Round(100*time.Millisecond), s.Dir, s.KubectlHint())
+	return s
+}
+
+// startNode runs the local node for pods with binary until the test ends,
+// then stops its pods.
+func startNode(t *testing.T, s *stack.Stack, binary string) {
+	t.Helper()
+	n, err := node.New(node.Config{Kube: s.Kube, NS: s.NS, Dir: s.Dir, DefaultBinary: binary, Logger: testLogger(t),
+		ShutdownGrace: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("node: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("node: %v", err)
+		}
+	})
+	select {
+	case <-n.Ready():
+	case err := <-done:
+		t.Fatalf("node stopped before ready: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("node not ready after 60s")
+	}
+}
+
+// promQuery returns the single value of an instant query, or an error when
+// the result is empty or has several series.
+func promQuery(ctx context.Context, s *stack.Stack, q string) (float64, error) {
+	u := stack.PrometheusURL + "/api/v1/query?query=" + url.QueryEscape(q)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := s.HTTP.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("query prometheus: %w", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status string
+		Data   struct {
+			Result []struct {
+				Value [2]any
+			}
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return 0, fmt.Errorf("decode prometheus answer: %w", err)
+	}
+	if len(body.Data.Result) != 1 {
+		return 0, fmt.Errorf("query %q: %d series", q, len(body.Data.Result))
+	}
+	str, _ := body.Data.Result[0].Value[1].(string)
+	v, err := strconv.ParseFloat(str, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parse value %q: %w", str, err)
+	}
+	return v, nil
+}
+
+// eventually polls check every interval until it returns nil; at the
+// deadline it fails the test naming what it waited for and the last error.
+func eventually(t *testing.T, timeout time.Duration, what string, check func(ctx context.Context) error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	err := netns.Poll(t.Context(), timeout, 500*time.Millisecond, what, func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		return check(ctx)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	t.Logf("%s: after %s", what, took.Round(100*time.Millisecond))
+	return took
+}

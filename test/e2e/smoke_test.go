@@ -1,0 +1,186 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/philotes/philotes-worker/test/e2e/stack"
+)
+
+// TestSmoke proves the stack end to end with a stand-in worker: the node runs
+// a Deployment's pods on their own loopback addresses, Prometheus discovers
+// them through the apiserver, and KEDA's Prometheus trigger scales the
+// Deployment out to ceil(depth/threshold) and back in.
+func TestSmoke(t *testing.T) {
+	s := startStack(t)
+	startNode(t, s, fakeWorker(t))
+	ctx := t.Context()
+
+	depthFile := filepath.Join(t.TempDir(), "depth")
+	setDepth := func(v int) {
+		t.Helper()
+		if err := os.WriteFile(depthFile, fmt.Appendf(nil, "%d\n", v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("depth set to %d", v)
+	}
+	setDepth(0)
+
+	const ns, name = "default", "smoke"
+	labels := map[string]string{"app.kubernetes.io/name": name}
+	grace := int64(5)
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: new(int32(1)),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{
+					"prometheus.io/scrape": "true", "prometheus.io/port": "8080", "prometheus.io/path": "/metrics",
+				}},
+				Spec: corev1.PodSpec{
+					TerminationGracePeriodSeconds: &grace,
+					Containers: []corev1.Container{{
+						Name:  "worker",
+						Image: "philotes-worker:e2e",
+						Args:  []string{"run"},
+						Env: []corev1.EnvVar{
+							{Name: "FAKEWORKER_DEPTH_FILE", Value: depthFile},
+							{Name: "FAKEWORKER_SHUTDOWN_DELAY", Value: "1s"},
+							{Name: "PHILOTES_HTTP_ADDR", Value: ":8080"},
+						},
+						Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+						ReadinessProbe: &corev1.Probe{
+							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("http")}},
+							PeriodSeconds: 1,
+						},
+					}},
+				},
+			},
+		},
+	}
+	if _, err := s.Kube.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create deployment: %v", err)
+	}
+	waitReady(t, s, ns, name, 1, 60*time.Second)
+	checkPodIPs(t, s, ns, name)
+
+	eventually(t, 60*time.Second, "prometheus to scrape the pod", func(ctx context.Context) error {
+		_, err := promQuery(ctx, s, "max(philotes_buffer_depth)")
+		return err
+	})
+
+	so := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "keda.sh/v1alpha1",
+		"kind":       "ScaledObject",
+		"metadata":   map[string]any{"name": name, "namespace": ns},
+		"spec": map[string]any{
+			"scaleTargetRef":  map[string]any{"name": name},
+			"pollingInterval": int64(2),
+			"cooldownPeriod":  int64(10),
+			"minReplicaCount": int64(1),
+			"maxReplicaCount": int64(5),
+			"advanced": map[string]any{"horizontalPodAutoscalerConfig": map[string]any{"behavior": map[string]any{
+				"scaleUp":   map[string]any{"stabilizationWindowSeconds": int64(0)},
+				"scaleDown": map[string]any{"stabilizationWindowSeconds": int64(5)},
+			}}},
+			"triggers": []any{map[string]any{
+				"type": "prometheus",
+				"metadata": map[string]any{
+					"serverAddress":       stack.PrometheusURL,
+					"query":               "max(philotes_buffer_depth)",
+					"threshold":           "100",
+					"activationThreshold": "10",
+					"ignoreNullValues":    "false",
+				},
+			}},
+		},
+	}}
+	if _, err := s.Dynamic.Resource(stack.ScaledObjectGVR).Namespace(ns).Create(ctx, so, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create scaledobject: %v", err)
+	}
+	eventually(t, 60*time.Second, "ScaledObject Ready", func(ctx context.Context) error {
+		u, err := s.Dynamic.Resource(stack.ScaledObjectGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conds {
+			if m, ok := c.(map[string]any); ok && m["type"] == "Ready" && m["status"] == "True" {
+				return nil
+			}
+		}
+		return fmt.Errorf("conditions %v", conds)
+	})
+
+	tests := []struct {
+		name  string
+		depth int
+		want  int32
+	}{
+		{"scale out to ceil(350/100)", 350, 4},
+		{"scale in to 2", 120, 2},
+		{"back to min", 0, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			setDepth(tc.depth)
+			waitReady(t, s, ns, name, tc.want, 90*time.Second)
+			checkPodIPs(t, s, ns, name)
+		})
+	}
+}
+
+// waitReady waits until the Deployment has exactly want replicas, all Ready.
+func waitReady(t *testing.T, s *stack.Stack, ns, name string, want int32, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, fmt.Sprintf("deployment %s at %d ready replicas", name, want), func(ctx context.Context) error {
+		d, err := s.Kube.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		st := d.Status
+		if *d.Spec.Replicas != want || st.Replicas != want || st.ReadyReplicas != want {
+			return fmt.Errorf("spec %d, status %d, ready %d", *d.Spec.Replicas, st.Replicas, st.ReadyReplicas)
+		}
+		return nil
+	})
+}
+
+// checkPodIPs checks that every running pod of the Deployment has its own
+// loopback address.
+func checkPodIPs(t *testing.T, s *stack.Stack, ns, name string) {
+	t.Helper()
+	pods, err := s.Kube.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + name})
+	if err != nil {
+		t.Fatalf("list pods: %v", err)
+	}
+	seen := map[string]string{}
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		ip := net.ParseIP(p.Status.PodIP)
+		if ip == nil || !ip.IsLoopback() {
+			t.Errorf("pod %s: podIP %q is not a loopback address", p.Name, p.Status.PodIP)
+			continue
+		}
+		if other, dup := seen[p.Status.PodIP]; dup {
+			t.Errorf("pods %s and %s share podIP %s", p.Name, other, p.Status.PodIP)
+		}
+		seen[p.Status.PodIP] = p.Name
+	}
+}
