@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -22,16 +23,31 @@ import (
 	"github.com/philotes/philotes-worker/test/e2e/stack"
 )
 
-// testLogger writes slog records to the test log.
+// testLogger writes slog records to the test log while the test runs, and
+// to stderr after it (goroutines may still log while they wind down).
 func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	w := &tWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.done = true
+	})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
-type tWriter struct{ t *testing.T }
+type tWriter struct {
+	mu   sync.Mutex
+	t    *testing.T
+	done bool
+}
 
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(string(p[:len(p)-1]))
+func (w *tWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return os.Stderr.Write(p)
+	}
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
 	return len(p), nil
 }
 
@@ -66,10 +82,18 @@ func fakeWorker(t *testing.T) string {
 // with PHILOTES_E2E_KEEP=1 the folder (logs, data) is kept for inspection.
 func startStack(t *testing.T) *stack.Stack {
 	t.Helper()
+	return startStackWith(t, stack.Config{})
+}
+
+// startStackWith is startStack with a configuration.
+func startStackWith(t *testing.T, cfg stack.Config) *stack.Stack {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	start := time.Now()
-	s, err := stack.Start(ctx, stack.Config{Logger: testLogger(t), KeepDir: os.Getenv("PHILOTES_E2E_KEEP") == "1"})
+	cfg.Logger = testLogger(t)
+	cfg.KeepDir = os.Getenv("PHILOTES_E2E_KEEP") == "1"
+	s, err := stack.Start(ctx, cfg)
 	if err != nil {
 		t.Fatalf("start stack: %v", err)
 	}

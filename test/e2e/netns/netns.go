@@ -113,6 +113,15 @@ func (n *Namespace) Command(name string, args ...string) *exec.Cmd {
 	return exec.Command("nsenter", full...)
 }
 
+// CommandAs is Command run as another user: nsenter joins the namespace
+// as root, then drops to uid and gid before it execs name.
+func (n *Namespace) CommandAs(uid, gid uint32, name string, args ...string) *exec.Cmd {
+	full := append([]string{"--net=" + n.Path(),
+		"--setuid=" + strconv.FormatUint(uint64(uid), 10), "--setgid=" + strconv.FormatUint(uint64(gid), 10),
+		"--", name}, args...)
+	return exec.Command("nsenter", full...)
+}
+
 // Listen opens a listener inside the namespace, the same way DialContext
 // opens connections.
 func (n *Namespace) Listen(ctx context.Context, network, address string) (net.Listener, error) {

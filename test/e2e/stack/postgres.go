@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -140,7 +141,8 @@ func (s *Stack) waitPostgres(ctx context.Context, p *process) error {
 	}
 	for _, db := range []string{SourceDB, BufferDB} {
 		if _, err := c.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{db}.Sanitize()); err != nil {
-			if pgErr, ok := err.(*pgconn.PgError); !ok || pgErr.SQLState() != "42P04" {
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.SQLState() != "42P04" {
 				return fmt.Errorf("create database %s: %w", db, err)
 			}
 		}

@@ -26,7 +26,8 @@ type process struct {
 }
 
 // startProcess runs bin with args and env inside the namespace, logging to
-// <dir>/logs/<name>.log. cred, when set, runs it as another user.
+// <dir>/logs/<name>.log. cred, when set, runs it as another user (nsenter
+// drops privileges after joining the namespace).
 func (s *Stack) startProcess(name, bin string, args, env []string, cred *syscall.Credential) (*process, error) {
 	logPath := filepath.Join(s.Dir, "logs", name+".log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -34,11 +35,14 @@ func (s *Stack) startProcess(name, bin string, args, env []string, cred *syscall
 		return nil, fmt.Errorf("open %s log: %w", name, err)
 	}
 	cmd := s.NS.Command(bin, args...)
+	if cred != nil {
+		cmd = s.NS.CommandAs(cred.Uid, cred.Gid, bin, args...)
+	}
 	cmd.Env = append(baseEnv(), env...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.Dir = s.Dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)

@@ -66,7 +66,10 @@ type Config struct {
 	HPADownscaleStabilization time.Duration
 	// ScrapeInterval is Prometheus' scrape and evaluation interval; default 1s.
 	ScrapeInterval time.Duration
-	Logger         *slog.Logger
+	// WithoutKEDA leaves KEDA out (and its CRDs and APIService): for tests of
+	// the control plane and the node alone.
+	WithoutKEDA bool
+	Logger      *slog.Logger
 }
 
 func (c *Config) withDefaults() error {
@@ -101,7 +104,7 @@ type Binaries struct {
 }
 
 // FindBinaries locates the built tools and fails naming every missing one.
-func FindBinaries(toolsDir string) (Binaries, error) {
+func FindBinaries(toolsDir string, withKEDA bool) (Binaries, error) {
 	b := Binaries{
 		Etcd:              filepath.Join(toolsDir, "etcd-"+EtcdVersion, "bin", "etcd"),
 		APIServer:         filepath.Join(toolsDir, "kubernetes-"+KubernetesVersion, "bin", "kube-apiserver"),
@@ -111,7 +114,11 @@ func FindBinaries(toolsDir string) (Binaries, error) {
 		Prometheus:        "/usr/bin/prometheus",
 	}
 	var errs []error
-	for _, p := range []string{b.Etcd, b.APIServer, b.ControllerManager, b.KEDAOperator, b.KEDAAdapter, b.Prometheus} {
+	need := []string{b.Etcd, b.APIServer, b.ControllerManager, b.Prometheus}
+	if withKEDA {
+		need = append(need, b.KEDAOperator, b.KEDAAdapter)
+	}
+	for _, p := range need {
 		if _, err := os.Stat(p); err != nil {
 			errs = append(errs, fmt.Errorf("%s missing (run test/e2e/tools/build.sh): %w", p, err))
 		}
@@ -151,7 +158,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if err := cfg.withDefaults(); err != nil {
 		return nil, err
 	}
-	bins, err := FindBinaries(cfg.ToolsDir)
+	bins, err := FindBinaries(cfg.ToolsDir, !cfg.WithoutKEDA)
 	if err != nil {
 		return nil, err
 	}
@@ -202,6 +209,9 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		{"postgres", func(ctx context.Context) error { return s.waitPostgres(ctx, pg) }},
 	}
 	for _, st := range steps {
+		if cfg.WithoutKEDA && (st.name == "cluster objects" || st.name == "keda") {
+			continue
+		}
 		if err := st.fn(ctx); err != nil {
 			return nil, fmt.Errorf("start %s: %w", st.name, err)
 		}

@@ -1,6 +1,6 @@
 // Command fakeworker stands in for philotes-worker where the end-to-end
 // suite must prove the stack and the node without the real worker: it
-// serves /healthz, /readyz and /metrics on PHILOTES_HTTP_ADDR like the
+// serves /healthz, /readyz and /metrics (and /env, its environment) on PHILOTES_HTTP_ADDR like the
 // worker does, with philotes_buffer_depth read from the file named by
 // FAKEWORKER_DEPTH_FILE (0 when absent), and on SIGTERM turns unready and
 // exits after FAKEWORKER_SHUTDOWN_DELAY.
@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -57,6 +58,10 @@ func run(log *slog.Logger) error {
 			return
 		}
 		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/env", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string][]string{"env": os.Environ(), "args": os.Args[1:]})
 	})
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
 		depth := 0.0
