@@ -135,9 +135,11 @@ type Sink struct {
 	mem       memory.Allocator
 	log       *slog.Logger
 
-	mu     sync.Mutex
-	tables map[string]*tableState
-	nsOK   bool
+	mu     sync.Mutex // guards tables
+	tables map[sourceTable]*tableState
+
+	nsMu sync.Mutex // guards nsOK; taken with a tableState's mu held
+	nsOK bool
 }
 
 // tableState is a Sink's cached view of one Iceberg table.
@@ -169,7 +171,7 @@ func New(ctx context.Context, cfg Config) (*Sink, error) {
 		namespace: strings.Split(cfg.Namespace, "."),
 		mem:       memory.DefaultAllocator,
 		log:       cfg.Logger,
-		tables:    map[string]*tableState{},
+		tables:    map[sourceTable]*tableState{},
 	}
 	if cfg.CatalogURI == "" {
 		pcfg, err := pgx.ParseConfig(cfg.BufferURL)
@@ -237,16 +239,20 @@ func (s *Sink) Write(ctx context.Context, batch []change.TableChanges) error {
 	return nil
 }
 
+// sourceTable identifies a source table. Two source tables may map to the same Iceberg table name; each gets
+// its own tableState, and the second one's load fails the source check.
+type sourceTable struct{ schema, name string }
+
 func (s *Sink) state(t change.Table) *tableState {
-	name := t.Schema + "_" + t.Name
+	key := sourceTable{t.Schema, t.Name}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ts, ok := s.tables[name]
+	ts, ok := s.tables[key]
 	if !ok {
 		ident := append(table.Identifier{}, s.namespace...)
-		ident = append(ident, name)
+		ident = append(ident, t.Schema+"_"+t.Name)
 		ts = &tableState{ident: ident, name: strings.Join(ident, ".")}
-		s.tables[name] = ts
+		s.tables[key] = ts
 	}
 	return ts
 }
@@ -269,13 +275,9 @@ func (s *Sink) writeTableLocked(ctx context.Context, ts *tableState, tc *change.
 		}
 		ts.tbl = tbl
 	}
-	ids := make([]int64, len(tc.Changes))
+	minID, maxID := tc.Changes[0].EventID, tc.Changes[0].EventID
 	for i := range tc.Changes {
-		ids[i] = tc.Changes[i].EventID
-	}
-	minID, maxID := ids[0], ids[0]
-	for _, id := range ids {
-		minID, maxID = min(minID, id), max(maxID, id)
+		minID, maxID = min(minID, tc.Changes[i].EventID), max(maxID, tc.Changes[i].EventID)
 	}
 
 	for attempt := 1; ; attempt++ {
@@ -458,8 +460,8 @@ func checkSource(tbl *table.Table, src change.Table) error {
 }
 
 func (s *Sink) ensureNamespace(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.nsMu.Lock()
+	defer s.nsMu.Unlock()
 	if s.nsOK {
 		return nil
 	}

@@ -497,3 +497,22 @@ func TestBadConfig(t *testing.T) {
 		})
 	}
 }
+
+func TestNameCollision(t *testing.T) {
+	env := newTestEnv(t)
+	s := newTestSink(t, env.config())
+	ctx := testContext(t, time.Minute)
+	a := change.Table{Schema: "a_b", Name: "c", Columns: idTable.Columns}
+	b := change.Table{Schema: "a", Name: "b_c", Columns: idTable.Columns}
+	require.NoError(t, s.Write(ctx, []change.TableChanges{{Table: a, Changes: idChanges(1)}}))
+	for _, name := range []string{"same Sink", "another Sink"} {
+		t.Run(name, func(t *testing.T) {
+			if name == "another Sink" {
+				s = newTestSink(t, env.config())
+			}
+			err := s.Write(ctx, []change.TableChanges{{Table: b, Changes: idChanges(2)}})
+			require.ErrorContains(t, err, "philotes.a_b_c")
+			require.ErrorContains(t, err, "created for source table a_b.c")
+		})
+	}
+}
