@@ -205,10 +205,10 @@ func has(obj any, path ...string) bool {
 	return true
 }
 
-// triggers returns the ScaledObject's triggers keyed by name.
+// triggers returns the (single) ScaledObject's triggers keyed by name.
 func triggers(t *testing.T, r *Rendered) map[string]map[string]any {
 	t.Helper()
-	so := r.one(t, "ScaledObject", fullname)
+	so := r.one(t, "ScaledObject", "")
 	out := map[string]map[string]any{}
 	for _, tr := range get(t, so, "spec", "triggers").([]any) {
 		m := tr.(map[string]any)
@@ -237,4 +237,3 @@ func readFile(t *testing.T, path string) string {
 	require.NoError(t, err)
 	return string(b)
 }
-

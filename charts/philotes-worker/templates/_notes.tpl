@@ -1,0 +1,41 @@
+{{/*
+The release notes, shared with the philotes umbrella chart (whose NOTES.txt calls it with the subchart's values).
+*/}}
+{{- define "philotes-worker.notes" -}}
+Philotes worker {{ include "philotes-worker.fullname" . }} is installed in namespace {{ .Release.Namespace }}.
+
+Metrics, health and readiness: port {{ include "philotes-worker.num" .Values.worker.httpPort }} (/metrics, /healthz, /readyz)
+  kubectl -n {{ .Release.Namespace }} port-forward svc/{{ include "philotes-worker.fullname" . }} {{ include "philotes-worker.num" .Values.service.port }}
+{{- if and (not .Values.database.existingSecret) (not .Values.database.sourceUrl) (not .Values.worker.noReader) }}
+
+WARNING: database.sourceUrl and database.existingSecret are both empty: the worker cannot start its reader.
+         Set database.sourceUrl, or database.existingSecret with key {{ .Values.database.sourceUrlKey }}.
+{{- end }}
+{{- if .Values.keda.enabled }}
+
+Autoscaling: KEDA ScaledObject {{ include "philotes-worker.fullname" . }}, {{ include "philotes-worker.keda.min" . }}..{{ include "philotes-worker.num" .Values.keda.maxReplicas }} replicas.
+  kubectl -n {{ .Release.Namespace }} get scaledobject,hpa -l app.kubernetes.io/instance={{ .Release.Name }}
+{{- if include "philotes-worker.keda.reachesZero" . }}
+{{- if include "philotes-worker.keda.canWake" . }}
+  Scale to zero: on. {{ if .Values.keda.postgresql.enabled }}The PostgreSQL trigger (unconfirmed WAL of slot {{ .Values.worker.slot }}) wakes the worker once it exceeds {{ include "philotes-worker.num" .Values.keda.postgresql.activationTargetQueryValue }} bytes.{{ else }}Make sure your extra or overridden triggers can turn active while no worker pod runs.{{ end }}
+{{- else }}
+
+WARNING: this configuration can scale to zero but can never wake up again.
+         At zero replicas the worker's own Prometheus metrics do not exist, so the Prometheus triggers stay
+         inactive and the Deployment stays at 0 while changes pile up in the replication slot.
+         Enable keda.postgresql (it reads the slot's unconfirmed WAL on the source database and works at zero
+         replicas), or set keda.minReplicaCount to 1 or more.
+{{- end }}
+{{- end }}
+{{- if .Values.keda.fallback.enabled }}
+  Fallback: {{ include "philotes-worker.num" .Values.keda.fallback.replicas }} replicas after {{ include "philotes-worker.num" .Values.keda.fallback.failureThreshold }} failed polls.
+{{- end }}
+{{- else if .Values.autoscaling.enabled }}
+
+Autoscaling: HorizontalPodAutoscaler {{ include "philotes-worker.fullname" . }}, {{ include "philotes-worker.num" .Values.autoscaling.minReplicas }}..{{ include "philotes-worker.num" .Values.autoscaling.maxReplicas }} replicas.
+{{- end }}
+{{- if .Values.keda.scaledJob.enabled }}
+
+Drain jobs: KEDA ScaledJob {{ include "philotes-worker.fullname" . }}-drain runs `philotes-worker drain`, up to {{ include "philotes-worker.num" .Values.keda.scaledJob.maxReplicaCount }} at once.
+{{- end }}
+{{- end }}
