@@ -1,0 +1,160 @@
+// Command philotes-worker streams a PostgreSQL logical replication slot into a shared buffer and drains the
+// buffer into Apache Iceberg. See docs/worker-interface.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/philotes/philotes-worker/internal/buffer"
+	"github.com/philotes/philotes-worker/internal/config"
+	"github.com/philotes/philotes-worker/internal/metrics"
+	"github.com/philotes/philotes-worker/internal/sink/iceberg"
+	"github.com/philotes/philotes-worker/internal/source"
+	"github.com/philotes/philotes-worker/internal/worker"
+)
+
+func main() {
+	cfg, err := config.FromOS()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "philotes-worker: invalid configuration:\n%v\n", err)
+		os.Exit(2)
+	}
+	log := newLogger(cfg)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error("worker stopped", "err", err)
+		os.Exit(1)
+	}
+	log.Info("worker stopped cleanly")
+}
+
+func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg, cfg.SourceName)
+
+	var w *worker.Worker
+	stopHTTP, err := worker.Serve(ctx, cfg.HTTPAddr, worker.Handler(reg, func() bool { return w != nil && w.Ready() }))
+	if err != nil {
+		return err
+	}
+	defer stopHTTP()
+
+	buf, err := retry(ctx, log, "buffer database", func() (*buffer.Buffer, error) {
+		return buffer.Open(ctx, cfg.BufferURL, cfg.SourceName, cfg.Processors+4)
+	})
+	if err != nil || buf == nil {
+		return err // nil: stopped while waiting
+	}
+	defer buf.Close()
+	if cfg.BufferURL == cfg.SourceURL && !cfg.NoReader {
+		log.Warn("the buffer shares the source database: the walsender also decodes the buffer's own writes; set PHILOTES_BUFFER_URL to a separate database")
+	}
+
+	var sink worker.Sink
+	if cfg.Processors > 0 {
+		s, err := retry(ctx, log, "iceberg catalog", func() (*iceberg.Sink, error) {
+			return iceberg.New(ctx, iceberg.Config{
+				Warehouse:   cfg.IcebergWarehouse,
+				CatalogURI:  cfg.IcebergCatalogURI,
+				CatalogName: cfg.IcebergCatalogName,
+				Namespace:   cfg.IcebergNamespace,
+				BufferURL:   cfg.BufferURL,
+				BufferID:    buf.ID(),
+				Properties:  cfg.IcebergProperties,
+				Logger:      log,
+			})
+		})
+		if err != nil || s == nil {
+			return err
+		}
+		defer s.Close()
+		sink = s
+	}
+
+	var reader worker.Reader
+	if !cfg.NoReader {
+		r, err := source.NewReader(source.Config{
+			SourceURL:      cfg.SourceURL,
+			Slot:           cfg.Slot,
+			Publication:    cfg.Publication,
+			Tables:         cfg.Tables,
+			BatchSize:      cfg.BatchSize,
+			FlushInterval:  cfg.FlushInterval,
+			StatusInterval: cfg.StatusInterval,
+			RetryInterval:  cfg.ReaderRetryInterval,
+			BufferSchema:   "philotes",
+			Logger:         log,
+			Metrics:        m,
+		}, buf)
+		if err != nil {
+			return err
+		}
+		reader = r
+	}
+
+	w, err = worker.New(worker.Config{
+		Processors:       cfg.Processors,
+		BatchSize:        cfg.BatchSize,
+		StatsInterval:    cfg.StatsInterval,
+		IdlePollInterval: cfg.IdlePollInterval,
+		ShutdownTimeout:  cfg.ShutdownTimeout,
+		Logger:           log,
+	}, buf, sink, reader, m)
+	if err != nil {
+		return err
+	}
+	log.Info("worker started", "mode", cfg.Mode, "source", cfg.SourceName, "slot", cfg.Slot,
+		"reader_candidate", reader != nil, "processors", cfg.Processors, "http", cfg.HTTPAddr)
+	if cfg.Mode == config.Drain {
+		return w.Drain(ctx)
+	}
+	return w.Run(ctx)
+}
+
+// retry calls open until it succeeds or ctx is cancelled (then it returns nil, nil): a dependency that is not
+// reachable yet leaves the pod running and unready instead of crash-looping.
+func retry[T any](ctx context.Context, log *slog.Logger, what string, open func() (*T, error)) (*T, error) {
+	backoff := 500 * time.Millisecond
+	for {
+		v, err := open()
+		if err == nil {
+			return v, nil
+		}
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		log.Warn(what+" not available yet", "err", err, "retry_in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, nil
+		case <-t.C:
+		}
+		backoff = min(backoff*2, 15*time.Second)
+	}
+}
+
+func newLogger(cfg config.Config) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}

@@ -1,0 +1,340 @@
+// Package integration runs the real philotes-worker binary against a real PostgreSQL and reads the result back
+// from the Iceberg tables it writes.
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	iceberg "github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/catalog"
+	sqlcat "github.com/apache/iceberg-go/catalog/sql"
+	"github.com/apache/iceberg-go/table"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/require"
+
+	"github.com/philotes/philotes-worker/internal/pgtest"
+)
+
+var (
+	server *pgtest.Server
+	binary string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		dir, err := os.MkdirTemp("", "philotes-it-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		binary = filepath.Join(dir, "philotes-worker")
+		build := exec.Command("go", "build", "-o", binary, "../../cmd/philotes-worker")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build philotes-worker:", err)
+			return 1
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		server, err = pgtest.Start(ctx, pgtest.Options{})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer server.Stop()
+		return m.Run()
+	}())
+}
+
+// setup is one test's source database, buffer database and warehouse.
+type setup struct {
+	name      string
+	srcURL    string
+	bufURL    string
+	warehouse string
+}
+
+func newSetup(t *testing.T, name, ddl string) setup {
+	t.Helper()
+	s := setup{
+		name:      name,
+		srcURL:    server.MustCreateDatabase(t, name+"_src"),
+		bufURL:    server.MustCreateDatabase(t, name+"_buf"),
+		warehouse: "file://" + t.TempDir(),
+	}
+	s.exec(t, ddl)
+	return s
+}
+
+func (s setup) exec(t *testing.T, sql string, args ...any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, s.srcURL)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, sql, args...)
+	require.NoError(t, err, sql)
+}
+
+func (s setup) env() []string {
+	return []string{
+		"PHILOTES_SOURCE_URL=" + s.srcURL,
+		"PHILOTES_BUFFER_URL=" + s.bufURL,
+		"PHILOTES_SLOT=" + s.name,
+		"PHILOTES_PUBLICATION=" + s.name + "_pub",
+		"PHILOTES_ICEBERG_WAREHOUSE=" + s.warehouse,
+		"PHILOTES_READER_RETRY_INTERVAL=200ms",
+		"PHILOTES_STATS_INTERVAL=200ms",
+		"PHILOTES_IDLE_POLL_INTERVAL=50ms",
+		"PHILOTES_FLUSH_INTERVAL=50ms",
+		"PHILOTES_LOG_FORMAT=text",
+	}
+}
+
+// proc is one running worker replica.
+type proc struct {
+	t    *testing.T
+	name string
+	addr string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+	mu   sync.Mutex
+	log  strings.Builder
+}
+
+func (s setup) start(t *testing.T, name string, extraEnv []string, args ...string) *proc {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	l.Close()
+	if len(args) == 0 {
+		args = []string{"run"}
+	}
+	p := &proc{t: t, name: name, addr: addr, done: make(chan struct{})}
+	p.cmd = exec.Command(binary, args...)
+	p.cmd.Env = append(append(append(os.Environ(), s.env()...), "PHILOTES_HTTP_ADDR="+addr), extraEnv...)
+	stderr, err := p.cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, p.cmd.Start())
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.log.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+		}
+	}()
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("--- log of %s:\n%s", p.name, p.output())
+		}
+	})
+	return p
+}
+
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// metric reads one sample of name from the replica's /metrics (-1 when unreachable or absent).
+func (p *proc) metric(name string) float64 {
+	client := http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get("http://" + p.addr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+			f := strings.Fields(line)
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err == nil {
+				return v
+			}
+		}
+	}
+	return -1
+}
+
+func (p *proc) ready() bool {
+	client := http.Client{Timeout: time.Second}
+	resp, err := client.Get("http://" + p.addr + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func eventually(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval, bounded by the deadline
+	}
+}
+
+// reader returns the one replica that holds the reader role, waiting for there to be exactly one.
+func reader(t *testing.T, procs ...*proc) *proc {
+	t.Helper()
+	for _, p := range procs {
+		eventually(t, p.name+" ready", 30*time.Second, func() bool { return p.exited() || p.ready() })
+		require.False(t, p.exited(), "%s exited during start-up:\n%s", p.name, p.output())
+	}
+	var holder *proc
+	eventually(t, "exactly one reader", 20*time.Second, func() bool {
+		holder = nil
+		n := 0
+		for _, p := range procs {
+			if !p.exited() && p.metric("philotes_cdc_reader_active") == 1 {
+				holder = p
+				n++
+			}
+		}
+		return n == 1
+	})
+	return holder
+}
+
+// lake reads the table back from Iceberg.
+type lake struct {
+	cat  catalog.Catalog
+	done func()
+}
+
+func (s setup) lake(t *testing.T) lake {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(s.bufURL)
+	require.NoError(t, err)
+	db := stdlib.OpenDB(*cfg)
+	cat, err := sqlcat.NewCatalog("philotes", db, sqlcat.Postgres, iceberg.Properties{"warehouse": s.warehouse})
+	require.NoError(t, err)
+	return lake{cat: cat, done: func() { db.Close() }}
+}
+
+// rows returns, for the source table's "id" column, how many insert rows carry each id (nil when the table does
+// not exist yet).
+func (l lake) inserts(t *testing.T, sourceTable string) map[int64]int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tbl, err := l.cat.LoadTable(ctx, table.Identifier{"philotes", "public_" + sourceTable})
+	if err != nil {
+		return nil
+	}
+	at, err := tbl.Scan(table.WithSelectedFields("id", "_op")).ToArrowTable(ctx)
+	require.NoError(t, err)
+	defer at.Release()
+	out := map[int64]int{}
+	idIdx := at.Schema().FieldIndices("id")[0]
+	opIdx := at.Schema().FieldIndices("_op")[0]
+	for ci, chunk := range at.Column(idIdx).Data().Chunks() {
+		ops := at.Column(opIdx).Data().Chunk(ci).(*array.String)
+		for i := 0; i < chunk.Len(); i++ {
+			if ops.Value(i) != "insert" {
+				continue
+			}
+			switch ids := chunk.(type) {
+			case *array.Int64:
+				out[ids.Value(i)]++
+			case *array.Int32:
+				out[int64(ids.Value(i))]++
+			default:
+				t.Fatalf("unexpected id column type %T", chunk)
+			}
+		}
+	}
+	return out
+}
+
+// requireExactlyOnce checks that ids 1..n each appear once.
+func requireExactlyOnce(t *testing.T, got map[int64]int, n int) {
+	t.Helper()
+	missing, dup := 0, 0
+	for id := int64(1); id <= int64(n); id++ {
+		switch got[id] {
+		case 0:
+			missing++
+		case 1:
+		default:
+			dup++
+		}
+	}
+	require.Zero(t, missing, "rows missing from the lake")
+	require.Zero(t, dup, "rows written to the lake more than once")
+	require.Len(t, got, n, "unexpected ids in the lake")
+}
+
+// waitDelivered waits until every id 1..n is in the lake and the buffer is empty; from then on nothing more
+// can be written.
+func (s setup) waitDelivered(t *testing.T, l lake, tbl string, n int, timeout time.Duration) map[int64]int {
+	t.Helper()
+	t.Helper()
+	var got map[int64]int
+	eventually(t, fmt.Sprintf("%d rows in the lake and an empty buffer", n), timeout, func() bool {
+		got = l.inserts(t, tbl)
+		if len(got) < n {
+			return false
+		}
+		return s.bufferDepth(t) == 0
+	})
+	return l.inserts(t, tbl)
+}
+
+func (s setup) bufferDepth(t *testing.T) int64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, s.bufURL)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	var n int64
+	require.NoError(t, conn.QueryRow(ctx, `SELECT count(*) FROM philotes.events`).Scan(&n))
+	return n
+}
+
+func signal(t *testing.T, p *proc, sig syscall.Signal) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(sig))
+}

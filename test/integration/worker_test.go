@@ -1,0 +1,218 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"os/exec"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/iceberg-go/table"
+	"github.com/stretchr/testify/require"
+)
+
+const ordersDDL = `CREATE TABLE orders (id bigint PRIMARY KEY, customer text, amount numeric(12,2), paid boolean,
+	created_at timestamptz, note text)`
+
+// insert adds orders from..to (inclusive) in one transaction.
+func insert(t *testing.T, s setup, from, to int) {
+	s.exec(t, `INSERT INTO orders SELECT g, 'customer-' || g, g / 100.0, g % 2 = 0,
+		timestamptz '2026-11-27 10:00:00+00' + g * interval '1 second', repeat('n', 100) FROM generate_series($1::bigint, $2::bigint) g`, from, to)
+}
+
+// Rows written at the source arrive in Iceberg once each, with equal values.
+func TestRowsArriveOnceAndEqual(t *testing.T) {
+	s := newSetup(t, "equal", ordersDDL)
+	w := s.start(t, "w1", nil)
+	eventually(t, "ready", 20*time.Second, w.ready)
+	reader(t, w)
+	insert(t, s, 1, 500)
+	s.exec(t, `UPDATE orders SET customer = 'changed' WHERE id = 7`)
+	s.exec(t, `DELETE FROM orders WHERE id = 8`)
+
+	l := s.lake(t)
+	defer l.done()
+	requireExactlyOnce(t, s.waitDelivered(t, l, "orders", 500, time.Minute), 500)
+
+	ctx := context.Background()
+	tbl, err := l.cat.LoadTable(ctx, table.Identifier{"philotes", "public_orders"})
+	require.NoError(t, err)
+	at, err := tbl.Scan(table.WithSelectedFields("id", "customer", "amount", "paid", "created_at", "_op")).ToArrowTable(ctx)
+	require.NoError(t, err)
+	defer at.Release()
+	rec := array.NewTableReader(at, -1)
+	defer rec.Release()
+	seen := map[string]int{}
+	for rec.Next() {
+		r := rec.RecordBatch()
+		for i := 0; i < int(r.NumRows()); i++ {
+			id := r.Column(0).(*array.Int64).Value(i)
+			op := r.Column(5).(*array.String).Value(i)
+			seen[op]++
+			switch {
+			case id == 42 && op == "insert":
+				require.Equal(t, "customer-42", r.Column(1).(*array.String).Value(i))
+				require.Equal(t, "0.42", r.Column(2).ValueStr(i))
+				require.Equal(t, true, r.Column(3).(*array.Boolean).Value(i))
+				require.Equal(t, "2026-11-27T10:00:42Z", r.Column(4).ValueStr(i))
+			case id == 7 && op == "update":
+				require.Equal(t, "changed", r.Column(1).(*array.String).Value(i))
+			case op == "delete":
+				require.Equal(t, int64(8), id)
+			}
+		}
+	}
+	require.Equal(t, map[string]int{"insert": 500, "update": 1, "delete": 1}, seen)
+}
+
+// Three replicas: one reader, and the events are processed by more than one replica, each exactly once.
+func TestThreeReplicasOneReaderEachEventOnce(t *testing.T) {
+	s := newSetup(t, "three", ordersDDL)
+	small := []string{"PHILOTES_BATCH_SIZE=100"}
+	ws := []*proc{s.start(t, "w1", small), s.start(t, "w2", small), s.start(t, "w3", small)}
+	reader(t, ws...)
+	const n = 20000
+	for i := 0; i < n; i += 1000 {
+		insert(t, s, i+1, i+1000)
+	}
+	l := s.lake(t)
+	defer l.done()
+	requireExactlyOnce(t, s.waitDelivered(t, l, "orders", n, 2*time.Minute), n)
+	reader(t, ws...) // still exactly one
+
+	total, busy := 0.0, 0
+	for _, w := range ws {
+		v := w.metric("philotes_buffer_events_processed_total")
+		total += v
+		if v > 0 {
+			busy++
+		}
+	}
+	require.Equal(t, float64(n), total, "each event processed exactly once across replicas")
+	require.GreaterOrEqual(t, busy, 2, "buffer processing must spread over replicas")
+	for _, w := range ws {
+		require.Equal(t, 0.0, w.metric("philotes_buffer_depth"), "every replica reports the shared depth")
+	}
+}
+
+// kill -9 of the reader under load: another replica takes the reader role and nothing is lost or duplicated.
+func TestKillReaderUnderLoad(t *testing.T) {
+	s := newSetup(t, "kill", ordersDDL)
+	small := []string{"PHILOTES_BATCH_SIZE=200"}
+	ws := []*proc{s.start(t, "w1", small), s.start(t, "w2", small)}
+	first := reader(t, ws...)
+
+	const n, step = 30000, 500
+	var wg sync.WaitGroup
+	wg.Add(1)
+	killed := make(chan struct{})
+	go func() {
+		defer wg.Done()
+		for i := 0; i < n; i += step {
+			insert(t, s, i+1, i+step)
+			if i == n/3 {
+				close(killed)
+			}
+		}
+	}()
+	<-killed
+	signal(t, first, syscall.SIGKILL)
+	<-first.done
+	var rest []*proc
+	for _, w := range ws {
+		if w != first {
+			rest = append(rest, w)
+		}
+	}
+	start := time.Now()
+	reader(t, rest...)
+	t.Logf("reader failover took %s", time.Since(start).Round(time.Millisecond))
+	wg.Wait()
+
+	l := s.lake(t)
+	defer l.done()
+	requireExactlyOnce(t, s.waitDelivered(t, l, "orders", n, 2*time.Minute), n)
+}
+
+// SIGTERM under load: the replica exits 0 within its shutdown deadline, and nothing is lost or duplicated.
+func TestSigtermUnderLoad(t *testing.T) {
+	s := newSetup(t, "term", ordersDDL)
+	small := []string{"PHILOTES_BATCH_SIZE=200", "PHILOTES_SHUTDOWN_TIMEOUT=10s"}
+	ws := []*proc{s.start(t, "w1", small), s.start(t, "w2", small)}
+	first := reader(t, ws...)
+	const n, step = 20000, 500
+	for i := 0; i < n/2; i += step {
+		insert(t, s, i+1, i+step)
+	}
+	signal(t, first, syscall.SIGTERM)
+	for i := n / 2; i < n; i += step {
+		insert(t, s, i+1, i+step)
+	}
+	select {
+	case <-first.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the replica did not exit within 30s of SIGTERM")
+	}
+	require.NoError(t, first.err, "exit status after SIGTERM")
+	require.Contains(t, first.output(), "worker stopped cleanly")
+
+	l := s.lake(t)
+	defer l.done()
+	requireExactlyOnce(t, s.waitDelivered(t, l, "orders", n, 2*time.Minute), n)
+}
+
+// drain processes what is buffered and exits 0 once the buffer is empty (the ScaledJob workload).
+func TestDrainExitsWhenEmpty(t *testing.T) {
+	s := newSetup(t, "drain", ordersDDL)
+	// A reader-only replica fills the buffer.
+	r := s.start(t, "reader", []string{"PHILOTES_PROCESSORS=0"})
+	reader(t, r)
+	insert(t, s, 1, 3000)
+	eventually(t, "3000 buffered events", 30*time.Second, func() bool { return s.bufferDepth(t) == 3000 })
+	signal(t, r, syscall.SIGTERM)
+	<-r.done
+
+	d := s.start(t, "drain", nil, "drain")
+	select {
+	case <-d.done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("drain did not exit")
+	}
+	require.NoError(t, d.err)
+	require.Zero(t, s.bufferDepth(t))
+	l := s.lake(t)
+	defer l.done()
+	requireExactlyOnce(t, l.inserts(t, "orders"), 3000)
+}
+
+// A bad configuration stops start-up with exit status 2 and a message naming each bad setting.
+func TestBadConfigurationIsRefused(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		env  []string
+		want []string
+	}{
+		{"no source", []string{"run"}, nil, []string{"PHILOTES_SOURCE_URL is required"}},
+		{"several bad values", []string{"run"}, []string{"PHILOTES_SOURCE_URL=postgres://u@127.0.0.1/x", "PHILOTES_PROCESSORS=-1", "PHILOTES_BATCH_SIZE=zero", "PHILOTES_SLOT=Has Space"},
+			[]string{"PHILOTES_PROCESSORS=-1", `PHILOTES_BATCH_SIZE="zero"`, `PHILOTES_SLOT="Has Space"`}},
+		{"unknown command", []string{"serve"}, nil, []string{`unknown command "serve"`}},
+		{"unknown flag", []string{"run", "--bogus"}, []string{"PHILOTES_SOURCE_URL=postgres://u@127.0.0.1/x"}, []string{"flag provided but not defined: -bogus"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(binary, tc.args...)
+			cmd.Env = tc.env
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			require.True(t, errors.As(err, &exit), "must fail: %s", out)
+			require.Equal(t, 2, exit.ExitCode())
+			for _, w := range tc.want {
+				require.Contains(t, string(out), w)
+			}
+		})
+	}
+}
