@@ -11,10 +11,10 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 )
 
-// compileValuesSchema compiles charts/philotes-worker/values.schema.json.
-func compileValuesSchema(t *testing.T) *jsonschema.Schema {
+// compileValuesSchema compiles a chart's values.schema.json.
+func compileValuesSchema(t *testing.T, chartDir string) *jsonschema.Schema {
 	t.Helper()
-	doc, err := decodeJSON([]byte(readFile(t, workerChart+"/values.schema.json")))
+	doc, err := decodeJSON([]byte(readFile(t, chartDir+"/values.schema.json")))
 	require.NoError(t, err)
 	c := jsonschema.NewCompiler()
 	require.NoError(t, c.AddResource("https://schemas.philotes.test/values.schema.json", doc))
@@ -32,17 +32,33 @@ func valuesInstance(t *testing.T, valuesYAML string) any {
 	return v
 }
 
-// TestValuesYAMLSatisfiesItsSchema checks that the chart's defaults are valid under values.schema.json.
+// TestValuesYAMLSatisfiesItsSchema checks that each chart's values files are valid under its values.schema.json.
 func TestValuesYAMLSatisfiesItsSchema(t *testing.T) {
-	s := compileValuesSchema(t)
-	require.NoError(t, s.Validate(valuesInstance(t, readFile(t, workerChart+"/values.yaml"))))
+	for _, f := range []string{workerChart + "/values.yaml", umbrellaChart + "/values.yaml", umbrellaChart + "/values-dev.yaml", umbrellaChart + "/values-production.yaml"} {
+		t.Run(f, func(t *testing.T) {
+			dir := umbrellaChart
+			if strings.HasPrefix(f, workerChart) {
+				dir = workerChart
+			}
+			require.NoError(t, compileValuesSchema(t, dir).Validate(valuesInstance(t, readFile(t, f))))
+		})
+	}
 }
 
 // TestValuesSchemaIsClosed checks that the schema refuses unknown keys at the top level and in every object with
 // declared properties, so a typo in a values file is an error rather than silently ignored.
 func TestValuesSchemaIsClosed(t *testing.T) {
+	for _, dir := range []string{workerChart, umbrellaChart} {
+		t.Run(dir, func(t *testing.T) { requireClosedSchema(t, dir) })
+	}
+	require.Error(t, compileValuesSchema(t, workerChart).Validate(valuesInstance(t, "keda: {minReplica: 0}\n")))
+	require.Error(t, compileValuesSchema(t, umbrellaChart).Validate(valuesInstance(t, "philotes-wroker: {}\n")))
+}
+
+func requireClosedSchema(t *testing.T, dir string) {
+	t.Helper()
 	raw := map[string]any{}
-	require.NoError(t, json.Unmarshal([]byte(readFile(t, workerChart+"/values.schema.json")), &raw))
+	require.NoError(t, json.Unmarshal([]byte(readFile(t, dir+"/values.schema.json")), &raw))
 	var open []string
 	var walk func(path string, n any)
 	walk = func(path string, n any) {
@@ -64,9 +80,6 @@ func TestValuesSchemaIsClosed(t *testing.T) {
 	}
 	walk("", raw)
 	require.Empty(t, open, "objects with properties but without additionalProperties: false")
-
-	s := compileValuesSchema(t)
-	require.Error(t, s.Validate(valuesInstance(t, "keda: {minReplica: 0}\n")))
 }
 
 // TestEveryValueIsDocumented checks that every key in values.yaml has a `# --` comment, or sits under a key that

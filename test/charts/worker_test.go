@@ -632,3 +632,11 @@ func TestLabelsAndScrapeAnnotations(t *testing.T) {
 	require.Equal(t, "8080", ann["prometheus.io/port"])
 	require.Equal(t, "/metrics", ann["prometheus.io/path"])
 }
+
+// TestPostgresQueryOverrideIsTemplated checks that a PostgreSQL query override is rendered with tpl, e.g. the
+// buffer-depth query of the worker contract for this release's source.
+func TestPostgresQueryOverrideIsTemplated(t *testing.T) {
+	r := mustRender(t, workerChart, "worker: {sourceName: orders}\n"+kedaWith(pgTrigger+`    query: "SELECT count(*) FROM philotes.events WHERE source = '{{ include \"philotes-worker.sourceName\" . }}'"
+`))
+	require.Equal(t, "SELECT count(*) FROM philotes.events WHERE source = 'orders'", metadata(t, triggers(t, r)["postgresql"])["query"])
+}
