@@ -27,8 +27,9 @@ const (
 
 // Rendered is the output of one `helm install --dry-run=client`.
 type Rendered struct {
-	Objects []map[string]any
-	Notes   string
+	Objects  []map[string]any
+	Notes    string
+	Manifest string
 }
 
 // loadChart loads a chart from its folder. The umbrella gets philotes-worker attached as its dependency, which is
@@ -77,7 +78,7 @@ func renderValues(dir string, vals map[string]any) (*Rendered, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Rendered{Objects: objs, Notes: r.Info.Notes}, nil
+	return &Rendered{Objects: objs, Notes: r.Info.Notes, Manifest: r.Manifest}, nil
 }
 
 // render renders a chart with values given as YAML text, parsed like a values file (numbers arrive as float64).
