@@ -177,6 +177,8 @@ func TestRefusedWithAClearMessage(t *testing.T) {
 			[]string{"bearer and basic are exclusive"}},
 		{"scaling modifiers without target", kedaWith("  scalingModifiers: {formula: \"lag + buffer\"}\n"),
 			[]string{"keda.scalingModifiers.target is empty"}},
+		{"scaling modifiers with an unnamed extra trigger", kedaWith("  scalingModifiers: {formula: \"lag + cron\", target: \"1\"}\n  extraTriggers: [{type: cron, metadata: {timezone: UTC, start: \"0 8 * * *\", end: \"0 9 * * *\", desiredReplicas: \"1\"}}]\n"),
+			[]string{"keda.extraTriggers[0] has no name"}},
 		{"scaled job without trigger", "keda:\n  prometheus: {enabled: false}\n  scaledJob: {enabled: true}\n",
 			[]string{"keda.scaledJob.enabled needs a trigger"}},
 		{"grace period not above shutdown timeout", "terminationGracePeriodSeconds: 20\n",

@@ -352,6 +352,13 @@ the value and the fix. Included by the Deployment, which always renders.
 {{- if and $k.scalingModifiers.formula (not $k.scalingModifiers.target) }}
 {{- fail "keda.scalingModifiers.formula is set but keda.scalingModifiers.target is empty: give the target value of the formula." }}
 {{- end }}
+{{- if $k.scalingModifiers.formula }}
+{{- range $i, $t := $k.extraTriggers }}
+{{- if not $t.name }}
+{{- fail (printf "keda.scalingModifiers.formula refers to triggers by name, but keda.extraTriggers[%d] has no name: give it a name (and use it in the formula)." $i) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if $k.scaledJob.enabled }}
 {{- if not (or (and $k.prometheus.enabled $k.prometheus.bufferTrigger.enabled) $k.scaledJob.extraTriggers) }}
