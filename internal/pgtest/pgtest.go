@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -43,11 +44,18 @@ func BinDir() (string, error) {
 	if d := os.Getenv("PG_BINDIR"); d != "" {
 		return d, nil
 	}
-	out, err := exec.Command("pg_config", "--bindir").Output()
-	if err != nil {
-		return "", fmt.Errorf("pgtest: find PostgreSQL binaries with pg_config --bindir (or set PG_BINDIR): %w", err)
+	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
+		if d := strings.TrimSpace(string(out)); fileExists(filepath.Join(d, "postgres")) {
+			return d, nil
+		}
 	}
-	return strings.TrimSpace(string(out)), nil
+	// Debian's server packages without pg_config: the newest /usr/lib/postgresql/N/bin.
+	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/postgres")
+	if len(matches) == 0 {
+		return "", errors.New("pgtest: no PostgreSQL server binaries: install them (apt-get install postgresql) or set PG_BINDIR")
+	}
+	sort.Strings(matches)
+	return filepath.Dir(matches[len(matches)-1]), nil
 }
 
 // Start initialises a new cluster in a temporary directory and starts it.
@@ -228,6 +236,11 @@ func serverCredential() (*syscall.Credential, error) {
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 func freePort() (int, error) {
