@@ -58,7 +58,9 @@ const (
 
 // Config configures a Sink.
 type Config struct {
-	// Warehouse is where table data and metadata go: "file:///path" or "s3://bucket/prefix".
+	// Warehouse is where table data and metadata go: "file:///path" or "s3://bucket/prefix". With a REST
+	// catalog, Properties["warehouse"], when set, is sent to the catalog instead (e.g. a Lakekeeper warehouse
+	// name).
 	Warehouse string
 	// CatalogURI selects the catalog: "" for a SQL catalog kept in the buffer database (BufferURL), or the
 	// http(s) URL of a REST catalog such as Lakekeeper.
@@ -161,7 +163,11 @@ func New(ctx context.Context, cfg Config) (*Sink, error) {
 	for k, v := range cfg.Properties {
 		props[k] = v
 	}
-	props["warehouse"] = cfg.Warehouse
+	if cfg.CatalogURI == "" || props["warehouse"] == "" {
+		// A REST catalog may name its warehouse differently (Lakekeeper takes a warehouse name): a
+		// "warehouse" property then wins.
+		props["warehouse"] = cfg.Warehouse
+	}
 	if _, err := iceio.LoadFS(ctx, props, cfg.Warehouse); err != nil {
 		return nil, fmt.Errorf("iceberg sink: Warehouse %q: %w", cfg.Warehouse, err)
 	}
@@ -183,8 +189,16 @@ func New(ctx context.Context, cfg Config) (*Sink, error) {
 			s.db.Close()
 			return nil, fmt.Errorf("iceberg sink: SQL catalog in BufferURL: %w", err)
 		}
-		// NewCatalog creates the iceberg_tables and iceberg_namespace_properties tables if missing.
-		cat, err := sqlcat.NewCatalog(cfg.CatalogName, s.db, sqlcat.Postgres, props)
+		// NewCatalog creates the iceberg_tables and iceberg_namespace_properties tables if missing. Replicas
+		// starting together can collide on that (CREATE TABLE IF NOT EXISTS is not concurrency-safe in
+		// PostgreSQL); the loser's second attempt finds the tables.
+		var cat *sqlcat.Catalog
+		for attempt := 1; ; attempt++ {
+			cat, err = sqlcat.NewCatalog(cfg.CatalogName, s.db, sqlcat.Postgres, props)
+			if err == nil || attempt == 3 || ctx.Err() != nil {
+				break
+			}
+		}
 		if err != nil {
 			s.db.Close()
 			return nil, fmt.Errorf("iceberg sink: SQL catalog in BufferURL: %w", err)

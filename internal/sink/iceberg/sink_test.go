@@ -367,12 +367,22 @@ func TestConcurrentAppends(t *testing.T) {
 		pairsOfSinks = sinks * perSink / 2
 	)
 	retries := &countingHandler{msg: "iceberg commit conflict, retrying"}
-	var ss []*Sink
-	for range sinks {
-		cfg := env.config()
-		cfg.Logger = slog.New(retries)
-		cfg.MaxCommitAttempts = 50
-		ss = append(ss, newTestSink(t, cfg))
+	// The replicas start together on a fresh buffer database, racing to create the catalog tables.
+	ss := make([]*Sink, sinks)
+	startErrs := make([]error, sinks)
+	var starting sync.WaitGroup
+	for i := range ss {
+		starting.Go(func() {
+			cfg := env.config()
+			cfg.Logger = slog.New(retries)
+			cfg.MaxCommitAttempts = 50
+			ss[i], startErrs[i] = New(ctx, cfg)
+		})
+	}
+	starting.Wait()
+	for i, s := range ss {
+		require.NoError(t, startErrs[i], "start sink %d", i)
+		t.Cleanup(func() { require.NoError(t, s.Close()) })
 	}
 	// Workers 2k and 2k+1 run on different Sinks and deliver the same batches at the same time, as a
 	// processor whose buffer transaction was lost and the one that claimed its events again might.
