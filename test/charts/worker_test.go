@@ -117,6 +117,10 @@ func TestZeroAndFalseAreNeverSwallowed(t *testing.T) {
 		r := mustRender(t, workerChart, "replicaCount: 0\n")
 		require.Equal(t, float64(0), get(t, r.one(t, "Deployment", fullname), "spec", "replicas"))
 	})
+	t.Run("worker.processors 0 renders \"0\"", func(t *testing.T) {
+		r := mustRender(t, workerChart, "worker: {processors: 0}\n")
+		require.Equal(t, "0", get(t, r.one(t, "ConfigMap", fullname), "data", "PHILOTES_PROCESSORS"))
+	})
 	t.Run("activationThreshold 0 renders \"0\"", func(t *testing.T) {
 		r := mustRender(t, workerChart, kedaWith("  prometheus:\n    lagTrigger: {activationThreshold: 0}\n"))
 		require.Equal(t, "0", metadata(t, triggers(t, r)["lag"])["activationThreshold"])
