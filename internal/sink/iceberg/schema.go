@@ -134,13 +134,27 @@ func newTableSchema(t change.Table) (*iceberg.Schema, error) {
 	return iceberg.NewSchema(0, fields...), nil
 }
 
-// missingColumns returns the source columns the Iceberg schema lacks, in source order.
-func missingColumns(sc *iceberg.Schema, t change.Table) []change.Column {
-	var out []change.Column
+// schemaChanges compares a source table with the Iceberg schema. It returns the source columns the schema
+// lacks, in source order, and those whose type widened in a way Iceberg can follow (int to long, float to
+// double, a decimal's precision). Other type changes are not followed: values keep being parsed as the
+// Iceberg column's type.
+func schemaChanges(sc *iceberg.Schema, t change.Table) (add, promote []change.Column) {
 	for _, c := range t.Columns {
-		if _, ok := sc.FindFieldByName(c.Name); !ok {
-			out = append(out, c)
+		f, ok := sc.FindFieldByName(c.Name)
+		if !ok {
+			add = append(add, c)
+			continue
+		}
+		want := icebergType(c)
+		if f.Type.Equals(want) {
+			continue
+		}
+		switch f.Type.(type) {
+		case iceberg.Int32Type, iceberg.Float32Type, iceberg.DecimalType:
+			if _, err := iceberg.PromoteType(f.Type, want); err == nil {
+				promote = append(promote, c)
+			}
 		}
 	}
-	return out
+	return add, promote
 }

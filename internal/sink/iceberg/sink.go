@@ -324,8 +324,8 @@ func (s *Sink) writeTableLocked(ctx context.Context, ts *tableState, tc *change.
 // tryAppend makes one attempt: add the source's new columns if any, drop the changes already written and
 // append the rest in one snapshot.
 func (s *Sink) tryAppend(ctx context.Context, ts *tableState, tc *change.TableChanges, minID, maxID int64) error {
-	if missing := missingColumns(ts.tbl.Schema(), tc.Table); len(missing) > 0 {
-		if err := s.addColumns(ctx, ts, missing); err != nil {
+	if add, promote := schemaChanges(ts.tbl.Schema(), tc.Table); len(add)+len(promote) > 0 {
+		if err := s.evolveSchema(ctx, ts, add, promote); err != nil {
 			return err
 		}
 	}
@@ -395,28 +395,35 @@ func summaryProps(bufferID string, changes []change.Change) iceberg.Properties {
 	}
 }
 
-// addColumns adds the source's new columns to the table as optional columns.
-func (s *Sink) addColumns(ctx context.Context, ts *tableState, cols []change.Column) error {
+// evolveSchema adds the source's new columns to the table, as optional columns, and widens the types of
+// the promoted ones.
+func (s *Sink) evolveSchema(ctx context.Context, ts *tableState, add, promote []change.Column) error {
 	txn := ts.tbl.NewTransaction()
 	us := txn.UpdateSchema(true, false)
-	names := make([]string, len(cols))
-	for i, c := range cols {
+	var added, promoted []string
+	for _, c := range add {
 		if isChangeColumn(c.Name) {
 			return fmt.Errorf("source column %q clashes with a change column of the same name", c.Name)
 		}
 		us.AddColumn([]string{c.Name}, icebergType(c), "", false, nil)
-		names[i] = c.Name
+		added = append(added, c.Name)
+	}
+	for _, c := range promote {
+		us.UpdateColumn([]string{c.Name}, table.ColumnUpdate{
+			FieldType: iceberg.Optional[iceberg.Type]{Valid: true, Val: icebergType(c)},
+		})
+		promoted = append(promoted, c.Name)
 	}
 	if err := us.Commit(); err != nil {
-		return fmt.Errorf("add columns %v: %w", names, err)
+		return fmt.Errorf("schema update (add %v, widen %v): %w", added, promoted, err)
 	}
 	tbl, err := txn.Commit(ctx)
 	if err != nil {
-		return fmt.Errorf("commit new columns %v: %w", names, err)
+		return fmt.Errorf("commit schema update (add %v, widen %v): %w", added, promoted, err)
 	}
 	ts.tbl = tbl
-	s.log.LogAttrs(ctx, slog.LevelInfo, "added columns to iceberg table",
-		slog.String("table", ts.name), slog.Any("columns", names))
+	s.log.LogAttrs(ctx, slog.LevelInfo, "evolved iceberg table schema", slog.String("table", ts.name),
+		slog.Any("added", added), slog.Any("widened", promoted))
 	return nil
 }
 

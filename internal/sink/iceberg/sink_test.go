@@ -438,10 +438,14 @@ func TestSchemaEvolution(t *testing.T) {
 	ctx := testContext(t, 2*time.Minute)
 
 	v1 := change.Table{Schema: "app", Name: "people", Columns: []change.Column{
-		{Name: "id", TypeOID: oidInt4, TypeMod: -1, Key: true}, col("name", oidText, -1),
+		{Name: "id", TypeOID: oidInt4, TypeMod: -1, Key: true}, col("name", oidText, -1), col("qty", oidInt4, -1),
+		col("price", oidNumeric, 5<<16|2+4),
 	}}
-	v2 := v1
-	v2.Columns = append(slices.Clone(v1.Columns), col("born", oidDate, -1), col("score", oidFloat8, -1))
+	// v2 adds two columns and widens qty (int to bigint) and price (numeric(5,2) to numeric(12,2)).
+	v2 := change.Table{Schema: "app", Name: "people", Columns: []change.Column{
+		{Name: "id", TypeOID: oidInt4, TypeMod: -1, Key: true}, col("name", oidText, -1), col("qty", oidInt8, -1),
+		col("price", oidNumeric, 12<<16|2+4), col("born", oidDate, -1), col("score", oidFloat8, -1),
+	}}
 	ins := func(id int64, vals ...string) change.Change {
 		c := change.Change{EventID: id, Op: change.Insert, LSN: uint64(id), CommitLSN: uint64(id), CommitTime: time.Unix(0, 0)}
 		for _, v := range vals {
@@ -449,28 +453,32 @@ func TestSchemaEvolution(t *testing.T) {
 		}
 		return c
 	}
-	require.NoError(t, s.Write(ctx, []change.TableChanges{{Table: v1, Changes: []change.Change{ins(1, "1", "ann")}}}))
-	// One batch with the old and the new relation of the same table, then the old one again (a late event).
+	require.NoError(t, s.Write(ctx, []change.TableChanges{{Table: v1, Changes: []change.Change{ins(1, "1", "ann", "5", "1.25")}}}))
+	// One batch with the new and the old relation of the same table (a late event of the old one).
 	require.NoError(t, s.Write(ctx, []change.TableChanges{
-		{Table: v2, Changes: []change.Change{ins(2, "2", "bob", "2000-01-02", "1.5")}},
-		{Table: v1, Changes: []change.Change{ins(3, "3", "cy")}},
+		{Table: v2, Changes: []change.Change{ins(2, "2", "bob", "9999999999", "1234567890.50", "2000-01-02", "1.5")}},
+		{Table: v1, Changes: []change.Change{ins(3, "3", "cy", "7", "2.00")}},
 	}))
 
 	tbl, got := scan(t, ctx, s, table.Identifier{"philotes", "app_people"})
-	var names []string
+	var fields []string
 	for _, f := range tbl.Schema().Fields() {
-		names = append(names, f.Name)
+		fields = append(fields, f.Name+" "+f.Type.String())
 	}
-	require.Equal(t, []string{"id", "name", "_op", "_lsn", "_commit_lsn", "_seq", "_commit_time", "born", "score"}, names)
+	require.Equal(t, []string{
+		"id int", "name string", "qty long", "price decimal(12, 2)",
+		"_op string", "_lsn long", "_commit_lsn long", "_seq int", "_commit_time timestamptz",
+		"born date", "score double",
+	}, fields)
 
 	rows := map[int32][]any{}
 	for i, id := range got["id"] {
-		rows[id.(int32)] = []any{got["name"][i], got["born"][i], got["score"][i]}
+		rows[id.(int32)] = []any{got["name"][i], got["qty"][i], got["price"][i], got["born"][i], got["score"][i]}
 	}
 	require.Equal(t, map[int32][]any{
-		1: {"ann", nil, nil},
-		2: {"bob", time.Date(2000, 1, 2, 0, 0, 0, 0, time.UTC), 1.5},
-		3: {"cy", nil, nil},
+		1: {"ann", int64(5), "1.25", nil, nil},
+		2: {"bob", int64(9999999999), "1234567890.50", time.Date(2000, 1, 2, 0, 0, 0, 0, time.UTC), 1.5},
+		3: {"cy", int64(7), "2.00", nil, nil},
 	}, rows)
 }
 
