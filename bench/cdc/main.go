@@ -140,7 +140,7 @@ FROM generate_series($1::bigint, $2::bigint) g`, i*per+1, (i+1)*per)
 			if err != nil {
 				return err
 			}
-			if int64(p.CommitLSN) >= lastTx && int(p.Seq) == per {
+			if int64(p.Last.CommitLSN) >= lastTx && int(p.Last.Seq) == per {
 				return nil
 			}
 			time.Sleep(20 * time.Millisecond) // poll interval
@@ -158,7 +158,7 @@ FROM generate_series($1::bigint, $2::bigint) g`, i*per+1, (i+1)*per)
 		}
 		defer os.RemoveAll(dir)
 		sink, err := iceberg.New(ctx, iceberg.Config{Warehouse: "file://" + dir, CatalogName: "bench", Namespace: "bench",
-			BufferURL: bufURL, BufferID: buf.ID(), Logger: log})
+			BufferURL: bufURL, BufferID: buf.EventScope(), Logger: log})
 		if err != nil {
 			return err
 		}

@@ -75,7 +75,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 				CatalogName: cfg.IcebergCatalogName,
 				Namespace:   cfg.IcebergNamespace,
 				BufferURL:   cfg.BufferURL,
-				BufferID:    buf.ID(),
+				BufferID:    buf.EventScope(),
 				Properties:  cfg.IcebergProperties,
 				Logger:      log,
 			})

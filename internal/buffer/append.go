@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/philotes/philotes-worker/internal/change"
 )
 
@@ -17,6 +20,8 @@ type Batch struct {
 	arena []byte
 	// Last is the position of the last change in the batch (meaningful when Len() > 0).
 	Last Position
+	// FirstID is the event ID of the first change; the others follow one by one.
+	FirstID int64
 }
 
 type row struct {
@@ -54,41 +59,83 @@ func (b *Batch) Reset() {
 	b.rows = b.rows[:0]
 	b.arena = b.arena[:0]
 	b.Last = Position{}
+	b.FirstID = 0
 }
 
-// Append writes the batch and the new progress position in one transaction. When it returns nil the changes are
-// durable (as durable as the buffer database's commit).
+// Append writes the batch and the new progress in one transaction. When it returns nil the changes are durable.
 func (b *Buffer) Append(ctx context.Context, batch *Batch) error {
-	if batch.Len() == 0 {
-		return nil
+	p, err := b.BeginAppend(ctx, batch)
+	if err != nil {
+		return err
+	}
+	return p.Commit(ctx)
+}
+
+// PendingAppend is a batch copied into the buffer but not yet committed. Several can be in flight on separate
+// connections; committing them in batch order keeps the progress row and the confirmed LSN monotonic.
+type PendingAppend struct {
+	conn   *pgxpool.Conn
+	tx     pgx.Tx
+	source string
+	last   Position
+	next   int64
+}
+
+// BeginAppend copies the batch into the buffer inside a new transaction, without committing it.
+func (b *Buffer) BeginAppend(ctx context.Context, batch *Batch) (*PendingAppend, error) {
+	if batch.FirstID <= 0 {
+		return nil, fmt.Errorf("buffer: append: batch has no event IDs assigned")
 	}
 	conn, err := b.pool.Acquire(ctx)
 	if err != nil {
-		return fmt.Errorf("buffer: append: %w", err)
+		return nil, fmt.Errorf("buffer: append: %w", err)
 	}
-	defer conn.Release()
 	tx, err := conn.Begin(ctx)
 	if err != nil {
-		return fmt.Errorf("buffer: append: %w", err)
+		conn.Release()
+		return nil, fmt.Errorf("buffer: append: %w", err)
 	}
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	data := encodeCopy(b.source, batch)
-	_, err = conn.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(data),
-		`COPY philotes.events (source, commit_lsn, seq, lsn, commit_time, relation, op, tuple, old_tuple) FROM STDIN (FORMAT binary)`)
+	p := &PendingAppend{conn: conn, tx: tx, source: b.source, last: batch.Last, next: batch.FirstID + int64(batch.Len())}
+	_, err = conn.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(encodeCopy(b.source, batch)),
+		`COPY philotes.events (source, id, commit_lsn, seq, lsn, commit_time, relation, op, tuple, old_tuple) FROM STDIN (FORMAT binary)`)
 	if err != nil {
-		return fmt.Errorf("buffer: append %d events: %w", batch.Len(), err)
+		p.Rollback()
+		return nil, fmt.Errorf("buffer: append %d events: %w", batch.Len(), err)
 	}
-	_, err = tx.Exec(ctx, `
-INSERT INTO philotes.sources (source, commit_lsn, seq) VALUES ($1, $2, $3)
-ON CONFLICT (source) DO UPDATE SET commit_lsn = excluded.commit_lsn, seq = excluded.seq, updated_at = now()`,
-		b.source, int64(batch.Last.CommitLSN), batch.Last.Seq)
+	return p, nil
+}
+
+// Commit records the progress and commits. Call it only after every earlier batch has committed.
+func (p *PendingAppend) Commit(ctx context.Context) error {
+	defer p.Rollback()
+	_, err := p.tx.Exec(ctx, `
+INSERT INTO philotes.sources (source, commit_lsn, seq, next_id) VALUES ($1, $2, $3, $4)
+ON CONFLICT (source) DO UPDATE
+SET commit_lsn = excluded.commit_lsn, seq = excluded.seq, next_id = excluded.next_id, updated_at = now()`,
+		p.source, int64(p.last.CommitLSN), p.last.Seq, p.next)
 	if err != nil {
 		return fmt.Errorf("buffer: record progress: %w", err)
 	}
-	if err := tx.Commit(ctx); err != nil {
+	if err := p.tx.Commit(ctx); err != nil {
 		return fmt.Errorf("buffer: append commit: %w", err)
 	}
+	p.tx = nil
 	return nil
+}
+
+// Rollback abandons the append (a no-op after Commit) and returns the connection.
+func (p *PendingAppend) Rollback() {
+	if p.conn == nil {
+		return
+	}
+	if p.tx != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = p.tx.Rollback(ctx)
+		cancel()
+		p.tx = nil
+	}
+	p.conn.Release()
+	p.conn = nil
 }
 
 // postgresEpoch is the zero of PostgreSQL's binary timestamps.
@@ -97,7 +144,7 @@ var postgresEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 // encodeCopy renders the batch in PostgreSQL's binary COPY format: cheaper for the server than text or JSON, and
 // the row data stays opaque bytes.
 func encodeCopy(source string, batch *Batch) []byte {
-	const fields = 9
+	const fields = 10
 	out := make([]byte, 0, 19+len(batch.arena)+len(batch.rows)*(2+fields*4+48+len(source))+2)
 	out = append(out, "PGCOPY\n\xff\r\n\x00"...)
 	out = binary.BigEndian.AppendUint32(out, 0) // flags
@@ -107,6 +154,7 @@ func encodeCopy(source string, batch *Batch) []byte {
 		out = binary.BigEndian.AppendUint16(out, fields)
 		out = binary.BigEndian.AppendUint32(out, uint32(len(source)))
 		out = append(out, source...)
+		out = appendInt64(out, batch.FirstID+int64(i))
 		out = appendInt64(out, int64(r.commitLSN))
 		out = binary.BigEndian.AppendUint32(out, 4)
 		out = binary.BigEndian.AppendUint32(out, uint32(r.seq))

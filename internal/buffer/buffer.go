@@ -72,6 +72,10 @@ func (b *Buffer) Close() { b.pool.Close() }
 // ID identifies this buffer database instance (survives restarts, changes if the buffer is recreated).
 func (b *Buffer) ID() string { return b.id }
 
+// EventScope names the space in which this source's event IDs are unique: the buffer instance and the source.
+// The sink records it with the IDs it has written.
+func (b *Buffer) EventScope() string { return b.id + "/" + b.source }
+
 // Source is the source name this buffer view serves.
 func (b *Buffer) Source() string { return b.source }
 
@@ -124,18 +128,26 @@ func (b *Buffer) migrate(ctx context.Context) error {
 	return nil
 }
 
-// Progress returns the position of the last change this source appended (zero when none).
-func (b *Buffer) Progress(ctx context.Context) (Position, error) {
-	var commitLSN int64
+// Progress is how far a source's reader has got.
+type Progress struct {
+	// Last is the position of the last change appended (zero when none).
+	Last Position
+	// NextID is the event ID the next appended change gets.
+	NextID int64
+}
+
+// Progress returns this source's progress.
+func (b *Buffer) Progress(ctx context.Context) (Progress, error) {
+	var commitLSN, next int64
 	var seq int32
-	err := b.pool.QueryRow(ctx, `SELECT commit_lsn, seq FROM philotes.sources WHERE source = $1`, b.source).Scan(&commitLSN, &seq)
+	err := b.pool.QueryRow(ctx, `SELECT commit_lsn, seq, next_id FROM philotes.sources WHERE source = $1`, b.source).Scan(&commitLSN, &seq, &next)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Position{}, nil
+		return Progress{NextID: 1}, nil
 	}
 	if err != nil {
-		return Position{}, fmt.Errorf("buffer: read progress: %w", err)
+		return Progress{}, fmt.Errorf("buffer: read progress: %w", err)
 	}
-	return Position{CommitLSN: uint64(commitLSN), Seq: seq}, nil
+	return Progress{Last: Position{CommitLSN: uint64(commitLSN), Seq: seq}, NextID: next}, nil
 }
 
 // SaveRelation records a table schema and returns its key; the same schema always gets the same key.

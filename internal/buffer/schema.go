@@ -1,6 +1,6 @@
 package buffer
 
-// schemaVersion is the latest migration. Migrations only ever append; each runs once, in a transaction, under an
+// migrations build the buffer schema. Migrations only ever append; each runs once, in a transaction, under an
 // advisory lock so that replicas starting together do not race.
 var migrations = []string{
 	// 1: the initial schema.
@@ -11,12 +11,14 @@ CREATE TABLE philotes.meta (
 	created_at  timestamptz NOT NULL DEFAULT now()
 );
 INSERT INTO philotes.meta DEFAULT VALUES;
--- Where each source's reader has got to: the last change appended, in commit order. Written in the same
--- transaction as the events, so a replay from the slot can skip what is already buffered.
+-- Where each source's reader has got to: the last change appended, in commit order, and the next event ID.
+-- Written in the same transaction as the events, so a replay from the slot skips what is already buffered.
+-- Event IDs are handed out by the source's single reader: contiguous and in commit order.
 CREATE TABLE philotes.sources (
 	source      text PRIMARY KEY,
 	commit_lsn  bigint NOT NULL,
 	seq         integer NOT NULL,
+	next_id     bigint NOT NULL,
 	updated_at  timestamptz NOT NULL DEFAULT now()
 );
 -- Source table schemas, one row per distinct column list seen in a relation message.
@@ -34,7 +36,7 @@ CREATE TABLE philotes.relations (
 -- (decoded by the processors, which scale out, not by the single reader).
 CREATE TABLE philotes.events (
 	source       text NOT NULL,
-	id           bigint GENERATED ALWAYS AS IDENTITY (CACHE 1000),
+	id           bigint NOT NULL,
 	commit_lsn   bigint NOT NULL,
 	seq          integer NOT NULL,
 	lsn          bigint NOT NULL,

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,9 +24,9 @@ import (
 
 // Store is what the reader needs from the buffer.
 type Store interface {
-	Progress(ctx context.Context) (buffer.Position, error)
+	Progress(ctx context.Context) (buffer.Progress, error)
 	SaveRelation(ctx context.Context, relationID uint32, t change.Table) (int64, error)
-	Append(ctx context.Context, b *buffer.Batch) error
+	BeginAppend(ctx context.Context, b *buffer.Batch) (*buffer.PendingAppend, error)
 }
 
 // Metrics receives the reader's observations.
@@ -51,6 +52,8 @@ type Config struct {
 	StatusInterval time.Duration
 	// RetryInterval is how often a replica that does not hold the reader role tries to take it.
 	RetryInterval time.Duration
+	// Appenders is how many batches are copied into the buffer at once (default 2). They commit in order.
+	Appenders int
 	// BufferSchema is never read: its own tables may appear when the buffer shares the source database.
 	BufferSchema string
 	Logger       *slog.Logger
@@ -78,6 +81,9 @@ func NewReader(cfg Config, store Store) (*Reader, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Appenders <= 0 {
+		cfg.Appenders = 2
 	}
 	return &Reader{cfg: cfg, store: store, log: cfg.Logger.With("component", "reader", "slot", cfg.Slot)}, nil
 }
@@ -179,6 +185,38 @@ func (r *Reader) session(ctx context.Context) (held bool, err error) {
 	return true, r.stream(ctx, conn, progress)
 }
 
+// appendOne copies j's batch, waits for the previous batch's outcome, and commits only if that succeeded.
+func (r *Reader) appendOne(ctx context.Context, j job, durable *atomic.Uint64, errs chan<- error) bool {
+	var pending *buffer.PendingAppend
+	var err error
+	start := time.Now()
+	if j.batch.Len() > 0 {
+		pending, err = r.store.BeginAppend(ctx, j.batch)
+	}
+	prevOK := <-j.prev
+	switch {
+	case !prevOK:
+		if pending != nil {
+			pending.Rollback()
+		}
+		return false
+	case err != nil:
+		errs <- withKind("buffer", err)
+		return false
+	}
+	if pending != nil {
+		if err := pending.Commit(ctx); err != nil {
+			errs <- withKind("buffer", err)
+			return false
+		}
+		r.cfg.Metrics.ObserveAppend(time.Since(start))
+	}
+	if j.confirm > durable.Load() {
+		durable.Store(j.confirm)
+	}
+	return true
+}
+
 func (r *Reader) ensurePublication(ctx context.Context, conn *pgconn.PgConn) error {
 	exists, err := queryBool(ctx, conn, fmt.Sprintf("SELECT count(*) > 0 FROM pg_publication WHERE pubname = %s", quoteLiteral(r.cfg.Publication)))
 	if err != nil {
@@ -219,53 +257,53 @@ func (r *Reader) ensureSlot(ctx context.Context, conn *pgconn.PgConn) error {
 	return nil
 }
 
-// pending is a batch on its way to the buffer, with the LSN that may be confirmed once it is durable.
-type pending struct {
+// job is a batch on its way to the buffer, with the LSN that may be confirmed once it is durable. Jobs copy in
+// parallel but commit in order: each waits for its predecessor's outcome (prev) and passes its own on (done).
+type job struct {
 	batch   *buffer.Batch
 	confirm uint64
+	prev    <-chan bool
+	done    chan bool
 }
 
-// stream runs the receive loop. A second goroutine appends batches so that decoding and COPY overlap.
-func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn, progress buffer.Position) error {
+// stream runs the receive loop. Appender goroutines copy batches into the buffer so that decoding and COPY
+// overlap, and so that more than one server backend works on the COPY.
+func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn, progress buffer.Progress) error {
 	var durable atomic.Uint64
-	work := make(chan pending, 2)
-	free := make(chan *buffer.Batch, 3)
-	for range 3 {
+	n := r.cfg.Appenders
+	work := make(chan job, n)
+	free := make(chan *buffer.Batch, 2*n+1)
+	for range 2*n + 1 {
 		free <- &buffer.Batch{}
 	}
-	appendErr := make(chan error, 1)
-	appenderDone := make(chan struct{})
-	// The appender finishes what it was given even after ctx is cancelled, so a shutdown keeps what was read.
-	go func() {
-		defer close(appenderDone)
-		actx := context.WithoutCancel(ctx)
-		for p := range work {
-			if p.batch.Len() > 0 {
-				start := time.Now()
-				if err := r.store.Append(actx, p.batch); err != nil {
-					appendErr <- withKind("buffer", err)
-					p.batch.Reset()
-					free <- p.batch
-					for p := range work { // keep the sender moving until it sees the error
-						p.batch.Reset()
-						free <- p.batch
-					}
-					return
-				}
-				r.cfg.Metrics.ObserveAppend(time.Since(start))
+	appendErr := make(chan error, n)
+	// Appenders finish what they were given even after ctx is cancelled, so a shutdown keeps what was read.
+	actx := context.WithoutCancel(ctx)
+	var appenders sync.WaitGroup
+	for range n {
+		appenders.Add(1)
+		go func() {
+			defer appenders.Done()
+			for j := range work {
+				ok := r.appendOne(actx, j, &durable, appendErr)
+				j.batch.Reset()
+				free <- j.batch
+				j.done <- ok
 			}
-			if p.confirm > durable.Load() {
-				durable.Store(p.confirm)
-			}
-			p.batch.Reset()
-			free <- p.batch
-		}
-	}()
+		}()
+	}
 
-	s := &streamState{r: r, progress: progress, relations: map[uint32]int64{}, skipped: map[uint32]bool{}}
+	nextID := progress.NextID
+	lastDone := make(chan bool, 1)
+	lastDone <- true
+	s := &streamState{r: r, progress: progress.Last, relations: map[uint32]int64{}, skipped: map[uint32]bool{}}
 	s.batch = <-free
 	submit := func() {
-		work <- pending{batch: s.batch, confirm: s.confirm}
+		s.batch.FirstID = nextID
+		nextID += int64(s.batch.Len())
+		done := make(chan bool, 1)
+		work <- job{batch: s.batch, confirm: s.confirm, prev: lastDone, done: done}
+		lastDone = done
 		s.submitted = s.confirm
 		s.batch = <-free
 		s.firstPending = time.Time{}
@@ -275,7 +313,7 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn, progress buffe
 			submit()
 		}
 		close(work)
-		<-appenderDone
+		appenders.Wait()
 		select {
 		case err := <-appendErr:
 			return err
