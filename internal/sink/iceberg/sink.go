@@ -35,7 +35,6 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/catalog"
@@ -294,8 +293,9 @@ func (s *Sink) writeTableLocked(ctx context.Context, ts *tableState, tc *change.
 		minID, maxID = min(minID, tc.Changes[i].EventID), max(maxID, tc.Changes[i].EventID)
 	}
 
+	var files dataFiles
 	for attempt := 1; ; attempt++ {
-		err := s.tryAppend(ctx, ts, tc, minID, maxID)
+		err := s.tryAppend(ctx, ts, tc, minID, maxID, &files)
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
@@ -321,9 +321,17 @@ func (s *Sink) writeTableLocked(ctx context.Context, ts *tableState, tc *change.
 	}
 }
 
+// dataFiles are the data files written for one attempt, kept so that a retry after a commit conflict can
+// commit them again instead of rewriting them, when the pending changes and the schema are unchanged.
+type dataFiles struct {
+	schemaID int
+	pending  int // number of pending changes; pending changes only shrink between attempts
+	files    []iceberg.DataFile
+}
+
 // tryAppend makes one attempt: add the source's new columns if any, drop the changes already written and
-// append the rest in one snapshot.
-func (s *Sink) tryAppend(ctx context.Context, ts *tableState, tc *change.TableChanges, minID, maxID int64) error {
+// append the rest in one snapshot. prev holds the previous attempt's data files, if any.
+func (s *Sink) tryAppend(ctx context.Context, ts *tableState, tc *change.TableChanges, minID, maxID int64, prev *dataFiles) error {
 	if add, promote := schemaChanges(ts.tbl.Schema(), tc.Table); len(add)+len(promote) > 0 {
 		if err := s.evolveSchema(ctx, ts, add, promote); err != nil {
 			return err
@@ -344,31 +352,22 @@ func (s *Sink) tryAppend(ctx context.Context, ts *tableState, tc *change.TableCh
 	}
 
 	sc := ts.tbl.Schema()
-	if ts.writer == nil || ts.writer.schemaID != sc.ID {
-		if ts.writer != nil {
-			ts.writer.release()
-			ts.writer = nil
-		}
-		w, err := newRecordWriter(s.mem, sc)
+	if prev.files == nil || prev.schemaID != sc.ID || prev.pending != len(pending) {
+		// Files of an earlier attempt that no longer fit stay behind as orphans: deleting them is unsafe
+		// while that attempt's commit state is unknown.
+		files, err := s.writeDataFiles(ctx, ts, tc.Table, pending)
 		if err != nil {
 			return err
 		}
-		ts.writer = w
+		*prev = dataFiles{schemaID: sc.ID, pending: len(pending), files: files}
 	}
-	rec, err := ts.writer.build(tc.Table, pending)
-	if err != nil {
-		return err
-	}
-	defer rec.Release()
-	rdr, err := array.NewRecordReader(ts.writer.schema, []arrow.RecordBatch{rec})
-	if err != nil {
-		return fmt.Errorf("record reader: %w", err)
-	}
-	defer rdr.Release()
 
 	txn := ts.tbl.NewTransaction()
-	if err := txn.Append(ctx, rdr, summaryProps(s.cfg.BufferID, pending)); err != nil {
-		return fmt.Errorf("append: %w", err)
+	// The files are new, so the duplicate path check (a scan of every manifest) is pointless.
+	err = txn.AddDataFiles(ctx, prev.files, summaryProps(s.cfg.BufferID, pending),
+		table.WithoutDuplicateCheck(), table.WithoutAutoNameMapping())
+	if err != nil {
+		return fmt.Errorf("add data files: %w", err)
 	}
 	tbl, err := txn.Commit(ctx)
 	if err != nil {
@@ -376,6 +375,39 @@ func (s *Sink) tryAppend(ctx context.Context, ts *tableState, tc *change.TableCh
 	}
 	ts.tbl = tbl
 	return nil
+}
+
+// writeDataFiles writes the changes to Parquet data files of the table's current schema.
+func (s *Sink) writeDataFiles(ctx context.Context, ts *tableState, src change.Table, pending []change.Change) ([]iceberg.DataFile, error) {
+	sc := ts.tbl.Schema()
+	if ts.writer == nil || ts.writer.schemaID != sc.ID {
+		if ts.writer != nil {
+			ts.writer.release()
+			ts.writer = nil
+		}
+		w, err := newRecordWriter(s.mem, sc)
+		if err != nil {
+			return nil, err
+		}
+		ts.writer = w
+	}
+	rec, err := ts.writer.build(src, pending)
+	if err != nil {
+		return nil, err
+	}
+	defer rec.Release()
+	records := func(yield func(arrow.RecordBatch, error) bool) {
+		rec.Retain() // WriteRecords releases what it consumes
+		yield(rec, nil)
+	}
+	var files []iceberg.DataFile
+	for df, err := range table.WriteRecords(ctx, ts.tbl, ts.writer.schema, records) {
+		if err != nil {
+			return nil, fmt.Errorf("write data files: %w", err)
+		}
+		files = append(files, df)
+	}
+	return files, nil
 }
 
 // summaryProps records the appended events in the snapshot summary.

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -533,4 +535,26 @@ func TestNameCollision(t *testing.T) {
 			require.ErrorContains(t, err, "created for source table a_b.c")
 		})
 	}
+}
+
+// TestConflictReusesDataFiles: a Sink whose cached table is stale fails its first commit, reloads, and
+// commits the data files it already wrote instead of writing new ones.
+func TestConflictReusesDataFiles(t *testing.T) {
+	env := newTestEnv(t)
+	ctx := testContext(t, time.Minute)
+	retries := &countingHandler{msg: "iceberg commit conflict, retrying"}
+	cfg := env.config()
+	cfg.Logger = slog.New(retries)
+	a := newTestSink(t, cfg)
+	b := newTestSink(t, env.config())
+	require.NoError(t, a.Write(ctx, []change.TableChanges{{Table: idTable, Changes: idChanges(seq(1, 10)...)}}))
+	require.NoError(t, b.Write(ctx, []change.TableChanges{{Table: idTable, Changes: idChanges(seq(11, 20)...)}}))
+	require.NoError(t, a.Write(ctx, []change.TableChanges{{Table: idTable, Changes: idChanges(seq(21, 30)...)}}))
+	require.Equal(t, int64(1), retries.n.Load(), "one conflict")
+
+	ids, _ := writtenIDs(t, ctx, a)
+	require.Equal(t, seq(1, 30), ids)
+	parquet, err := filepath.Glob(strings.TrimPrefix(env.warehouse, "file://") + "/*/*/data/*.parquet")
+	require.NoError(t, err)
+	require.Len(t, parquet, 3, "one data file per batch, none left over from the failed attempt")
 }
