@@ -173,8 +173,17 @@ func (n *Namespace) DialContext(ctx context.Context, network, address string) (n
 	return c, err
 }
 
-// Poll calls check every interval until it returns nil or timeout passes;
-// the error then names what was awaited and the last failure.
+// Permanent marks a check's error as final: Poll stops at once.
+func Permanent(err error) error { return permanentError{err} }
+
+type permanentError struct{ err error }
+
+func (p permanentError) Error() string { return p.err.Error() }
+func (p permanentError) Unwrap() error { return p.err }
+
+// Poll calls check every interval until it returns nil, a Permanent error,
+// or timeout passes; the error then names what was awaited and the last
+// failure.
 func Poll(ctx context.Context, timeout, interval time.Duration, what string, check func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -184,6 +193,10 @@ func Poll(ctx context.Context, timeout, interval time.Duration, what string, che
 		err := check()
 		if err == nil {
 			return nil
+		}
+		var perm permanentError
+		if errors.As(err, &perm) {
+			return fmt.Errorf("gave up waiting for %s: %w", what, perm.err)
 		}
 		select {
 		case <-ctx.Done():

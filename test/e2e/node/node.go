@@ -13,6 +13,8 @@ import (
 	"log/slog"
 	"time"
 
+	vklog "github.com/virtual-kubelet/virtual-kubelet/log"
+	vkslog "github.com/virtual-kubelet/virtual-kubelet/log/slog"
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -128,6 +130,9 @@ func (n *Node) Run(ctx context.Context) error {
 	log := n.cfg.Logger
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+
+	// virtual-kubelet's own logs: warnings and errors only.
+	ctx = vklog.WithLogger(ctx, vkslog.FromSlog(slog.New(minLevel{n.cfg.Logger.Handler(), slog.LevelWarn}).With("lib", "virtual-kubelet")))
 
 	n.provider = newProvider(ctx, n.cfg)
 	defer n.provider.stopAll(n.cfg.ShutdownGrace)
@@ -248,4 +253,22 @@ func (n *Node) schedule(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// minLevel drops records below a level.
+type minLevel struct {
+	slog.Handler
+	level slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.level && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(as), h.level}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.level}
 }

@@ -17,7 +17,9 @@ import (
 
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
@@ -410,6 +412,8 @@ func (p *provider) DeletePod(_ context.Context, pod *corev1.Pod) error {
 	if pod.DeletionGracePeriodSeconds != nil {
 		grace = *pod.DeletionGracePeriodSeconds
 	}
+	r.pod.DeletionTimestamp = pod.DeletionTimestamp
+	r.pod.DeletionGracePeriodSeconds = pod.DeletionGracePeriodSeconds
 	p.stopPodLocked(r, time.Duration(grace)*time.Second)
 	return nil
 }
@@ -458,8 +462,26 @@ func (p *provider) stopPodLocked(r *podRun, grace time.Duration) {
 			delete(p.pods, key)
 			delete(p.ips, r.ip)
 			p.log.Info("pod stopped", "pod", key)
+			if r.pod.DeletionTimestamp != nil {
+				go p.finishDelete(r.pod.Namespace, r.pod.Name, r.pod.UID)
+			}
 		}()
 	})
+}
+
+// finishDelete removes a pod whose processes have all exited from the
+// apiserver at once, as the kubelet does; virtual-kubelet alone would wait
+// for the whole grace period.
+func (p *provider) finishDelete(ns, name string, uid types.UID) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := p.cfg.Kube.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{
+		GracePeriodSeconds: new(int64(0)),
+		Preconditions:      &metav1.Preconditions{UID: &uid},
+	})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		p.log.Warn("remove stopped pod", "pod", ns+"/"+name, "err", err)
+	}
 }
 
 // stopAll stops every pod's processes (node shutdown) and waits for them.

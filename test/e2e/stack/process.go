@@ -2,7 +2,6 @@ package stack
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -105,28 +104,18 @@ func (s *Stack) waitFor(ctx context.Context, p *process, timeout time.Duration, 
 	start := time.Now()
 	err := netns.Poll(ctx, timeout, 100*time.Millisecond, what, func() error {
 		if err := p.exited(); err != nil {
-			return backoffStop{err}
+			return netns.Permanent(err)
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		return check(cctx)
 	})
-	var stop backoffStop
-	if errors.As(err, &stop) {
-		return fmt.Errorf("%s: %w; last log lines:\n%s", what, stop.err, s.tail(p.name, 20))
-	}
 	if err != nil {
 		return fmt.Errorf("%w; last log lines:\n%s", err, s.tail(p.name, 20))
 	}
 	s.log.Info("ready", "component", p.name, "after", time.Since(start).Round(time.Millisecond))
 	return nil
 }
-
-// backoffStop wraps an error that makes further polling pointless.
-type backoffStop struct{ err error }
-
-func (b backoffStop) Error() string { return b.err.Error() }
-func (b backoffStop) Unwrap() error { return b.err }
 
 // tail returns the last n lines of a component's log.
 func (s *Stack) tail(name string, n int) string {

@@ -8,60 +8,40 @@ import (
 	"time"
 )
 
-// prometheusConfig discovers pods from the local apiserver (Kubernetes
-// service discovery) and scrapes those annotated prometheus.io/scrape=true,
-// on prometheus.io/port (default: the declared container port) and
-// prometheus.io/path (default /metrics). Pod IPs are loopback addresses the
-// node hands out, reachable inside the namespace.
+// prometheusConfig scrapes the pods that runPodDiscovery lists: those
+// annotated prometheus.io/scrape=true, on prometheus.io/port and
+// prometheus.io/path, labelled namespace and pod. Pod IPs are loopback
+// addresses the node hands out, reachable inside the namespace.
 const prometheusConfig = `global:
   scrape_interval: %[1]s
   scrape_timeout: %[1]s
   evaluation_interval: %[1]s
 scrape_configs:
 - job_name: kubernetes-pods
-  kubernetes_sd_configs:
-  - role: pod
-    api_server: %[2]s
-    tls_config:
-      ca_file: %[3]s
-      cert_file: %[4]s
-      key_file: %[5]s
-  relabel_configs:
-  - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape]
-    action: keep
-    regex: "true"
-  - source_labels: [__meta_kubernetes_pod_phase]
-    action: keep
-    regex: Running
-  - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path]
-    action: replace
-    target_label: __metrics_path__
-    regex: (.+)
-  - source_labels: [__address__, __meta_kubernetes_pod_annotation_prometheus_io_port]
-    action: replace
-    regex: ([^:]+)(?::\d+)?;(\d+)
-    replacement: $1:$2
-    target_label: __address__
-  - source_labels: [__meta_kubernetes_namespace]
-    target_label: namespace
-  - source_labels: [__meta_kubernetes_pod_name]
-    target_label: pod
-  - action: labelmap
-    regex: __meta_kubernetes_pod_label_(app_kubernetes_io_.+)
+  file_sd_configs:
+  - files: ['%[2]s/*.json']
+    refresh_interval: 1s
 `
 
-func (s *Stack) startPrometheus(ctx context.Context) error {
+func (s *Stack) startPrometheus(startCtx context.Context) error {
 	dir := filepath.Join(s.Dir, "prometheus")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create prometheus dir: %w", err)
 	}
 	cfgPath := filepath.Join(dir, "prometheus.yml")
-	iv := s.cfg.ScrapeInterval.String()
-	cfg := fmt.Sprintf(prometheusConfig, iv, APIServerURL, Crt(s.PKI.CA), Crt(s.PKI.Admin), Key(s.PKI.Admin))
+	if err := os.MkdirAll(s.targetsDir(), 0o755); err != nil {
+		return fmt.Errorf("create targets dir: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopDiscovery = cancel
+	if err := s.runPodDiscovery(ctx, filepath.Join(s.targetsDir(), "pods.json")); err != nil {
+		return err
+	}
+	cfg := fmt.Sprintf(prometheusConfig, s.cfg.ScrapeInterval.String(), s.targetsDir())
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return fmt.Errorf("write prometheus config: %w", err)
 	}
-	return s.runPrometheus(ctx, cfgPath, dir)
+	return s.runPrometheus(startCtx, cfgPath, dir)
 }
 
 func (s *Stack) runPrometheus(ctx context.Context, cfgPath, dir string) error {

@@ -1,7 +1,8 @@
 // Package stack brings up the end-to-end control plane on loopback inside a
 // private network namespace: etcd, kube-apiserver, kube-controller-manager,
 // the KEDA operator and metrics adapter (reached by the aggregator through an
-// ExternalName Service), Prometheus discovering pods from the apiserver, and
+// ExternalName Service), Prometheus scraping the pods it finds on the
+// apiserver (by their prometheus.io annotations), and
 // PostgreSQL with wal_level=logical. Every process is tracked by PID and
 // stopped by Stop.
 package stack
@@ -146,10 +147,11 @@ type Stack struct {
 	// HTTP reaches loopback services inside the namespace (Prometheus, pods).
 	HTTP *http.Client
 
-	cfg   Config
-	bins  Binaries
-	log   *slog.Logger
-	procs []*process
+	cfg           Config
+	bins          Binaries
+	stopDiscovery context.CancelFunc
+	log           *slog.Logger
+	procs         []*process
 }
 
 // Start brings the whole stack up and waits until each part is ready. On
@@ -228,6 +230,9 @@ func (s *Stack) KubectlHint() string {
 // Stop stops every process in reverse start order, removes the namespace and,
 // unless KeepDir, the stack's folder.
 func (s *Stack) Stop() {
+	if s.stopDiscovery != nil {
+		s.stopDiscovery()
+	}
 	for i := len(s.procs) - 1; i >= 0; i-- {
 		s.procs[i].stop(15*time.Second, s.log)
 	}

@@ -1,0 +1,113 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/philotes/philotes-worker/test/e2e/chart"
+	"github.com/philotes/philotes-worker/test/e2e/stack"
+)
+
+// chartDir is the worker chart, relative to this package.
+const chartDir = "../../charts/philotes-worker"
+
+// TestChart installs the real charts/philotes-worker with Helm into the stack
+// (with the stand-in worker behind it) and checks that KEDA accepts its
+// ScaledObject and scales the chart's Deployment on the buffer-depth trigger.
+func TestChart(t *testing.T) {
+	s := startStack(t)
+	startNode(t, s, fakeWorker(t))
+	ctx := t.Context()
+
+	depthFile := filepath.Join(t.TempDir(), "depth")
+	setDepth := func(v int) {
+		t.Helper()
+		if err := os.WriteFile(depthFile, fmt.Appendf(nil, "%d\n", v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("depth set to %d", v)
+	}
+	setDepth(0)
+
+	const ns, name = "e2e", "philotes-worker"
+	values := map[string]any{
+		"image":                         map[string]any{"repository": "philotes-worker", "tag": "e2e"},
+		"terminationGracePeriodSeconds": 10,
+		"worker": map[string]any{
+			"shutdownTimeoutSeconds": 5,
+			"extraEnv":               []any{map[string]any{"name": "FAKEWORKER_DEPTH_FILE", "value": depthFile}},
+		},
+		"database": map[string]any{
+			"sourceUrl": stack.PostgresURL(stack.SourceDB),
+			"bufferUrl": stack.PostgresURL(stack.BufferDB),
+		},
+		"keda": map[string]any{
+			"enabled":         true,
+			"minReplicas":     1,
+			"maxReplicas":     5,
+			"pollingInterval": 2,
+			"cooldownPeriod":  10,
+			"advanced": map[string]any{"horizontalPodAutoscalerConfig": map[string]any{"behavior": map[string]any{
+				"scaleDown": map[string]any{"stabilizationWindowSeconds": 5,
+					"policies": []any{map[string]any{"type": "Percent", "value": 100, "periodSeconds": 5}}},
+			}}},
+			"prometheus": map[string]any{
+				"serverAddress": stack.PrometheusURL,
+				"lagTrigger":    map[string]any{"enabled": false},
+				"bufferTrigger": map[string]any{"threshold": "100", "activationThreshold": "10"},
+			},
+		},
+	}
+	installCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	rel, err := chart.Install(installCtx, s, chartDir, name, ns, values, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := rel.Uninstall(); err != nil {
+			t.Errorf("uninstall: %v", err)
+		}
+	})
+
+	eventually(t, 60*time.Second, "the chart's ScaledObject Ready", func(ctx context.Context) error {
+		u, err := s.Dynamic.Resource(stack.ScaledObjectGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conds {
+			if m, ok := c.(map[string]any); ok && m["type"] == "Ready" && m["status"] == "True" {
+				return nil
+			}
+		}
+		return fmt.Errorf("conditions %v", conds)
+	})
+	waitReady(t, s, ns, name, 1, 90*time.Second)
+	checkPodIPs(t, s, ns, name)
+
+	tests := []struct {
+		name  string
+		depth int
+		want  int32
+	}{
+		{"buffer depth 350 gives ceil(350/100) replicas", 350, 4},
+		{"buffer depth 0 gives the minimum", 0, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			setDepth(tc.depth)
+			waitReady(t, s, ns, name, tc.want, 120*time.Second)
+			checkPodIPs(t, s, ns, name)
+		})
+	}
+}
