@@ -95,7 +95,10 @@ func (w *recordWriter) build(t change.Table, changes []change.Change) (arrow.Rec
 			err = appendDataColumn(b, f, w.srcIdx[i], changes)
 		}
 		if err != nil {
-			w.builder.NewRecordBatch().Release() // discard the partial record, keep the builders usable
+			// Discard the partial columns (of unequal lengths, so not as a record); the builders stay usable.
+			for _, fb := range w.builder.Fields() {
+				fb.NewArray().Release()
+			}
 			return nil, err
 		}
 	}

@@ -296,8 +296,9 @@ func (s *Sink) writeTableLocked(ctx context.Context, ts *tableState, tc *change.
 	var files dataFiles
 	for attempt := 1; ; attempt++ {
 		err := s.tryAppend(ctx, ts, tc, minID, maxID, &files)
-		if err == nil || ctx.Err() != nil {
-			return err
+		var ce *commitError
+		if err == nil || ctx.Err() != nil || !errors.As(err, &ce) {
+			return err // done, cancelled, or failed before committing (bad value, I/O): retrying won't help
 		}
 		fresh, lerr := s.cat.LoadTable(ctx, ts.ident)
 		if lerr != nil {
@@ -320,6 +321,12 @@ func (s *Sink) writeTableLocked(ctx context.Context, ts *tableState, tc *change.
 		}
 	}
 }
+
+// commitError marks a failed catalog commit, the failure that a retry on the reloaded table may overcome.
+type commitError struct{ err error }
+
+func (e *commitError) Error() string { return e.err.Error() }
+func (e *commitError) Unwrap() error { return e.err }
 
 // dataFiles are the data files written for one attempt, kept so that a retry after a commit conflict can
 // commit them again instead of rewriting them, when the pending changes and the schema are unchanged.
@@ -371,7 +378,7 @@ func (s *Sink) tryAppend(ctx context.Context, ts *tableState, tc *change.TableCh
 	}
 	tbl, err := txn.Commit(ctx)
 	if err != nil {
-		return fmt.Errorf("commit append: %w", err)
+		return &commitError{fmt.Errorf("commit append: %w", err)}
 	}
 	ts.tbl = tbl
 	return nil
@@ -451,7 +458,7 @@ func (s *Sink) evolveSchema(ctx context.Context, ts *tableState, add, promote []
 	}
 	tbl, err := txn.Commit(ctx)
 	if err != nil {
-		return fmt.Errorf("commit schema update (add %v, widen %v): %w", added, promoted, err)
+		return &commitError{fmt.Errorf("commit schema update (add %v, widen %v): %w", added, promoted, err)}
 	}
 	ts.tbl = tbl
 	s.log.LogAttrs(ctx, slog.LevelInfo, "evolved iceberg table schema", slog.String("table", ts.name),

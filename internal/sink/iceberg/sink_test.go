@@ -558,3 +558,29 @@ func TestConflictReusesDataFiles(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, parquet, 3, "one data file per batch, none left over from the failed attempt")
 }
+
+func TestBadValue(t *testing.T) {
+	env := newTestEnv(t)
+	retries := &countingHandler{msg: "iceberg commit conflict, retrying"}
+	cfg := env.config()
+	cfg.Logger = slog.New(retries)
+	s := newTestSink(t, cfg)
+	ctx := testContext(t, time.Minute)
+	require.NoError(t, s.Write(ctx, []change.TableChanges{{Table: idTable, Changes: idChanges(1)}}))
+	// Another replica moves the table, so the first Sink's cache is stale when its write fails.
+	require.NoError(t, newTestSink(t, env.config()).Write(ctx, []change.TableChanges{{Table: idTable, Changes: idChanges(2)}}))
+
+	bad := idChanges(3, 4)
+	bad[1].Values[0] = text("four")
+	err := s.Write(ctx, []change.TableChanges{{Table: idTable, Changes: bad}})
+	require.ErrorContains(t, err, "philotes.app_events")
+	require.ErrorContains(t, err, `column "id", event 4`)
+	require.Zero(t, retries.n.Load(), "a bad value is not retried")
+	ids, _ := writtenIDs(t, ctx, s)
+	require.Equal(t, []int64{1, 2}, ids)
+
+	// The Sink's builders are still usable.
+	require.NoError(t, s.Write(ctx, []change.TableChanges{{Table: idTable, Changes: idChanges(3, 4)}}))
+	ids, _ = writtenIDs(t, ctx, s)
+	require.Equal(t, seq(1, 4), ids)
+}
