@@ -18,7 +18,24 @@
 // Commits are compare-and-swap on the table's current snapshot: a concurrent append by another writer makes
 // the commit fail, and the write reloads the table, checks for duplicates again and retries with backoff.
 // The library's own refresh-and-replay retry is disabled on the tables this package creates, because a
-// replay would skip the duplicate check.
+// replay would skip the duplicate check. A retry commits the data files it already wrote when the pending
+// changes and the schema are unchanged; otherwise the earlier files stay behind as orphans (deleting them is
+// unsafe while the earlier commit's state is unknown), for an orphan-file clean-up to remove.
+//
+// The check reads the snapshots in the table metadata, so snapshot expiry must keep snapshots longer than
+// the buffer can take to hand events out again.
+//
+// # Types
+//
+// Values arrive in PostgreSQL's text format. bool is boolean; int2 and int4 are int; int8 is long; float4 is
+// float; float8 is double (NaN and infinities kept); numeric(p,s) with p <= 38 is decimal(p,s) and other
+// numerics are string; date, time, timestamp and timestamptz are the Iceberg types of the same names; uuid is
+// uuid; bytea is binary; text, varchar, bpchar, name, json, jsonb and every other type (arrays, enums, inet,
+// interval...) are the string of the text form. Values Iceberg cannot hold (numeric NaN and infinities, date
+// and timestamp infinities) are written as nulls, as are unchanged TOASTed values and the data columns of
+// truncate rows. A source type widened to int8, float8 or a larger decimal precision widens the Iceberg
+// column; other source type changes leave the column as it is, and values that no longer parse fail the
+// write, naming the column and event.
 package iceberg
 
 import (
