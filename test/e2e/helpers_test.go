@@ -51,6 +51,17 @@ func (w *tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// TestMain removes the stand-in worker built for the run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, p := range []string{fakeWorkerPath, workerPath} {
+		if p != "" {
+			os.RemoveAll(filepath.Dir(p))
+		}
+	}
+	os.Exit(code)
+}
+
 var (
 	fakeWorkerOnce sync.Once
 	fakeWorkerPath string
