@@ -36,8 +36,9 @@ func main() {
 	batch := flag.Int("batch", 5000, "worker batch size")
 	processors := flag.Int("processors", 2, "processors for the buffer-to-Iceberg phase")
 	skipSink := flag.Bool("skip-sink", false, "skip the buffer-to-Iceberg phase")
+	appenders := flag.Int("appenders", 2, "parallel COPY connections of the reader")
 	flag.Parse()
-	if err := run(*rows, *txs, *batch, *processors, *skipSink); err != nil {
+	if err := run(*rows, *txs, *batch, *processors, *appenders, *skipSink); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -49,7 +50,7 @@ type result struct {
 	cpu     string
 }
 
-func run(rows, txs, batchSize, processors int, skipSink bool) error {
+func run(rows, txs, batchSize, processors, appenders int, skipSink bool) error {
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	fmt.Printf("workload: %d rows of about 200 bytes in %d transactions\n", rows, txs)
@@ -120,7 +121,7 @@ FROM generate_series($1::bigint, $2::bigint) g`, i*per+1, (i+1)*per)
 	m := metrics.New(prometheus.NewRegistry(), "bench")
 	reader, err := source.NewReader(source.Config{
 		SourceURL: src, Slot: "bench_worker", Publication: "bench_pub", BatchSize: batchSize,
-		FlushInterval: 200 * time.Millisecond, StatusInterval: time.Second, RetryInterval: time.Second,
+		FlushInterval: 200 * time.Millisecond, StatusInterval: time.Second, RetryInterval: time.Second, Appenders: appenders,
 		BufferSchema: "philotes", Logger: log, Metrics: m,
 	}, buf)
 	if err != nil {

@@ -97,7 +97,7 @@ func (b *Buffer) BeginAppend(ctx context.Context, batch *Batch) (*PendingAppend,
 	}
 	p := &PendingAppend{conn: conn, tx: tx, source: b.source, last: batch.Last, next: batch.FirstID + int64(batch.Len())}
 	_, err = conn.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(encodeCopy(b.source, batch)),
-		`COPY philotes.events (source, id, commit_lsn, seq, lsn, commit_time, relation, op, tuple, old_tuple) FROM STDIN (FORMAT binary)`)
+		`COPY philotes.event_chunks (source, id, events, oldest_commit_time, data) FROM STDIN (FORMAT binary)`)
 	if err != nil {
 		p.Rollback()
 		return nil, fmt.Errorf("buffer: append %d events: %w", batch.Len(), err)
@@ -141,30 +141,37 @@ func (p *PendingAppend) Rollback() {
 // postgresEpoch is the zero of PostgreSQL's binary timestamps.
 var postgresEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// encodeCopy renders the batch in PostgreSQL's binary COPY format: cheaper for the server than text or JSON, and
-// the row data stays opaque bytes.
+// encodeCopy renders the batch as event chunks in PostgreSQL's binary COPY format.
 func encodeCopy(source string, batch *Batch) []byte {
-	const fields = 10
-	out := make([]byte, 0, 19+len(batch.arena)+len(batch.rows)*(2+fields*4+48+len(source))+2)
+	const fields = 5
+	size := 19 + 2
+	for i := range batch.rows {
+		size += batch.rows[i].packedLen()
+	}
+	size += (len(batch.rows)/ChunkEvents + 1) * (2 + 4 + len(source) + 12 + 8 + 12 + 4)
+	out := make([]byte, 0, size)
 	out = append(out, "PGCOPY\n\xff\r\n\x00"...)
 	out = binary.BigEndian.AppendUint32(out, 0) // flags
 	out = binary.BigEndian.AppendUint32(out, 0) // header extension length
-	for i := range batch.rows {
-		r := &batch.rows[i]
+	for start := 0; start < len(batch.rows); {
+		// Decide the chunk's extent first, so its data is written once, straight into the COPY stream.
+		end, dataLen := start, 0
+		for end < len(batch.rows) && end-start < ChunkEvents && (end == start || dataLen < chunkBytes) {
+			dataLen += batch.rows[end].packedLen()
+			end++
+		}
 		out = binary.BigEndian.AppendUint16(out, fields)
 		out = binary.BigEndian.AppendUint32(out, uint32(len(source)))
 		out = append(out, source...)
-		out = appendInt64(out, batch.FirstID+int64(i))
-		out = appendInt64(out, int64(r.commitLSN))
+		out = appendInt64(out, batch.FirstID+int64(start))
 		out = binary.BigEndian.AppendUint32(out, 4)
-		out = binary.BigEndian.AppendUint32(out, uint32(r.seq))
-		out = appendInt64(out, int64(r.lsn))
-		out = appendInt64(out, r.commitTime.Sub(postgresEpoch).Microseconds())
-		out = appendInt64(out, r.relation)
-		out = binary.BigEndian.AppendUint32(out, 1)
-		out = append(out, byte(r.op))
-		out = appendBytes(out, batch.arena, r.tupleOff, r.tupleN)
-		out = appendBytes(out, batch.arena, r.oldOff, r.oldN)
+		out = binary.BigEndian.AppendUint32(out, uint32(end-start))
+		out = appendInt64(out, batch.rows[start].commitTime.Sub(postgresEpoch).Microseconds())
+		out = binary.BigEndian.AppendUint32(out, uint32(dataLen))
+		for i := start; i < end; i++ {
+			out = appendPacked(out, &batch.rows[i], batch.arena)
+		}
+		start = end
 	}
 	return binary.BigEndian.AppendUint16(out, 0xffff)
 }
@@ -172,12 +179,4 @@ func encodeCopy(source string, batch *Batch) []byte {
 func appendInt64(out []byte, v int64) []byte {
 	out = binary.BigEndian.AppendUint32(out, 8)
 	return binary.BigEndian.AppendUint64(out, uint64(v))
-}
-
-func appendBytes(out, arena []byte, off, n int) []byte {
-	if n < 0 {
-		return binary.BigEndian.AppendUint32(out, 0xffffffff) // NULL
-	}
-	out = binary.BigEndian.AppendUint32(out, uint32(n))
-	return append(out, arena[off:off+n]...)
 }

@@ -213,8 +213,8 @@ func (b *Buffer) Stats(ctx context.Context) (Stats, error) {
 	var s Stats
 	var oldest *time.Time
 	err := b.pool.QueryRow(ctx, `
-SELECT (SELECT count(*) FROM philotes.events WHERE source = $1),
-       (SELECT commit_time FROM philotes.events WHERE source = $1 ORDER BY id LIMIT 1)`, b.source).Scan(&s.Depth, &oldest)
+SELECT (SELECT COALESCE(sum(events), 0) FROM philotes.event_chunks WHERE source = $1),
+       (SELECT oldest_commit_time FROM philotes.event_chunks WHERE source = $1 ORDER BY id LIMIT 1)`, b.source).Scan(&s.Depth, &oldest)
 	if err != nil {
 		return Stats{}, fmt.Errorf("buffer: stats: %w", err)
 	}

@@ -29,37 +29,38 @@ type Claim struct {
 	Events []Event
 	tx     pgx.Tx
 	source string
-	ids    []int64
+	ids    []int64 // the claimed chunks
 }
 
-// Claim locks up to n of this source's oldest unclaimed events. A claim with no events holds nothing.
+// Claim locks about n of this source's oldest unclaimed events (whole chunks: at least one, at most
+// n/ChunkEvents rounded up). A claim with no events holds nothing.
 func (b *Buffer) Claim(ctx context.Context, n int) (*Claim, error) {
 	tx, err := b.pool.Begin(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("buffer: claim: %w", err)
 	}
 	rows, err := tx.Query(ctx, `
-SELECT id, commit_lsn, seq, lsn, commit_time, relation, op, tuple, old_tuple
-FROM philotes.events WHERE source = $1
+SELECT id, events, data FROM philotes.event_chunks WHERE source = $1
 ORDER BY id LIMIT $2
-FOR UPDATE SKIP LOCKED`, b.source, n)
+FOR UPDATE SKIP LOCKED`, b.source, max(1, (n+ChunkEvents-1)/ChunkEvents))
 	if err != nil {
 		_ = tx.Rollback(ctx)
 		return nil, fmt.Errorf("buffer: claim: %w", err)
 	}
 	c := &Claim{tx: tx, source: b.source}
 	for rows.Next() {
-		var e Event
-		var commitLSN, lsn int64
-		var op byte
-		if err := rows.Scan(&e.ID, &commitLSN, &e.Seq, &lsn, &e.CommitTime, &e.Relation, &op, &e.Tuple, &e.OldTuple); err != nil {
+		var id int64
+		var events int32
+		var data []byte
+		if err := rows.Scan(&id, &events, &data); err == nil {
+			c.Events, err = unpackChunk(c.Events, id, int(events), data)
+		}
+		if err != nil {
 			rows.Close()
 			_ = tx.Rollback(ctx)
 			return nil, fmt.Errorf("buffer: claim: %w", err)
 		}
-		e.CommitLSN, e.LSN, e.Op = uint64(commitLSN), uint64(lsn), change.Op(op)
-		c.Events = append(c.Events, e)
-		c.ids = append(c.ids, e.ID)
+		c.ids = append(c.ids, id)
 	}
 	if err := rows.Err(); err != nil {
 		_ = tx.Rollback(ctx)
@@ -77,9 +78,9 @@ func (c *Claim) Commit(ctx context.Context) error {
 	if c.tx == nil {
 		return nil
 	}
-	if _, err := c.tx.Exec(ctx, `DELETE FROM philotes.events WHERE source = $1 AND id = ANY($2)`, c.source, c.ids); err != nil {
+	if _, err := c.tx.Exec(ctx, `DELETE FROM philotes.event_chunks WHERE source = $1 AND id = ANY($2)`, c.source, c.ids); err != nil {
 		_ = c.tx.Rollback(ctx)
-		return fmt.Errorf("buffer: delete %d claimed events: %w", len(c.ids), err)
+		return fmt.Errorf("buffer: delete %d claimed events: %w", len(c.Events), err)
 	}
 	if err := c.tx.Commit(ctx); err != nil {
 		return fmt.Errorf("buffer: commit claim: %w", err)

@@ -32,21 +32,19 @@ CREATE TABLE philotes.relations (
 	created_at   timestamptz NOT NULL DEFAULT now(),
 	UNIQUE (source, relation_id, schema_name, table_name, columns)
 );
--- Changes read from the slot and not yet committed to the sink. Row data is kept as pgoutput tuple bytes
--- (decoded by the processors, which scale out, not by the single reader).
-CREATE TABLE philotes.events (
-	source       text NOT NULL,
-	id           bigint NOT NULL,
-	commit_lsn   bigint NOT NULL,
-	seq          integer NOT NULL,
-	lsn          bigint NOT NULL,
-	commit_time  timestamptz NOT NULL,
-	relation     bigint NOT NULL,
-	op           "char" NOT NULL,
-	tuple        bytea,
-	old_tuple    bytea,
+-- Changes read from the slot and not yet committed to the sink, packed in chunks of consecutive events (see
+-- chunk.go): one row per up to 256 events makes the single reader's COPY several times cheaper for the server
+-- than a row per event. Row data stays pgoutput tuple bytes, decoded by the processors, which scale out.
+CREATE TABLE philotes.event_chunks (
+	source              text NOT NULL,
+	id                  bigint NOT NULL,
+	events              integer NOT NULL,
+	oldest_commit_time  timestamptz NOT NULL,
+	data                bytea NOT NULL,
 	PRIMARY KEY (source, id)
 );
-COMMENT ON TABLE philotes.events IS 'Changes not yet committed to the sink; count(*) per source is the buffer depth.';
+-- Already compact binary: skip pglz compression.
+ALTER TABLE philotes.event_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+COMMENT ON TABLE philotes.event_chunks IS 'Changes not yet committed to the sink; events id .. id+events-1 per row. sum(events) per source is the buffer depth.';
 `,
 }

@@ -642,7 +642,7 @@ func TestLabelsAndScrapeAnnotations(t *testing.T) {
 // TestPostgresQueryOverrideIsTemplated checks that a PostgreSQL query override is rendered with tpl, e.g. the
 // buffer-depth query of the worker contract for this release's source.
 func TestPostgresQueryOverrideIsTemplated(t *testing.T) {
-	r := mustRender(t, workerChart, "worker: {sourceName: orders}\n"+kedaWith(pgTrigger+`    query: "SELECT count(*) FROM philotes.events WHERE source = '{{ include \"philotes-worker.sourceName\" . }}'"
+	r := mustRender(t, workerChart, "worker: {sourceName: orders}\n"+kedaWith(pgTrigger+`    query: "SELECT COALESCE(sum(events), 0) FROM philotes.event_chunks WHERE source = '{{ include \"philotes-worker.sourceName\" . }}'"
 `))
-	require.Equal(t, "SELECT count(*) FROM philotes.events WHERE source = 'orders'", metadata(t, triggers(t, r)["postgresql"])["query"])
+	require.Equal(t, "SELECT COALESCE(sum(events), 0) FROM philotes.event_chunks WHERE source = 'orders'", metadata(t, triggers(t, r)["postgresql"])["query"])
 }

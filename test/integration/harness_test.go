@@ -330,7 +330,7 @@ func (s setup) bufferDepth(t *testing.T) int64 {
 	require.NoError(t, err)
 	defer conn.Close(ctx)
 	var n int64
-	require.NoError(t, conn.QueryRow(ctx, `SELECT count(*) FROM philotes.events`).Scan(&n))
+	require.NoError(t, conn.QueryRow(ctx, `SELECT COALESCE(sum(events), 0) FROM philotes.event_chunks`).Scan(&n))
 	return n
 }
 
