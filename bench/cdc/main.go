@@ -122,7 +122,7 @@ FROM generate_series($1::bigint, $2::bigint) g`, i*per+1, (i+1)*per)
 	reader, err := source.NewReader(source.Config{
 		SourceURL: src, Slot: "bench_worker", Publication: "bench_pub", BatchSize: batchSize,
 		FlushInterval: 200 * time.Millisecond, StatusInterval: time.Second, RetryInterval: time.Second, Appenders: appenders,
-		BufferSchema: "philotes", Logger: log, Metrics: m,
+		Skip: func(schema, _ string) bool { return schema == "philotes" }, Logger: log, Metrics: m,
 	}, buf)
 	if err != nil {
 		return err

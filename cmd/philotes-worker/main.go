@@ -62,7 +62,8 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err // nil: stopped while waiting
 	}
 	defer buf.Close()
-	if cfg.BufferURL == cfg.SourceURL && !cfg.NoReader {
+	shared := cfg.BufferSharesSource()
+	if shared && !cfg.NoReader {
 		log.Warn("the buffer shares the source database: the walsender also decodes the buffer's own writes; set PHILOTES_BUFFER_URL to a separate database")
 	}
 
@@ -98,7 +99,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			FlushInterval:  cfg.FlushInterval,
 			StatusInterval: cfg.StatusInterval,
 			RetryInterval:  cfg.ReaderRetryInterval,
-			BufferSchema:   "philotes",
+			Skip:           skipOwnTables(shared),
 			Logger:         log,
 			Metrics:        m,
 		}, buf)
@@ -148,6 +149,17 @@ func retry[T any](ctx context.Context, log *slog.Logger, what string, open func(
 		case <-t.C:
 		}
 		backoff = min(backoff*2, 15*time.Second)
+	}
+}
+
+// skipOwnTables keeps the worker's own writes out of the stream: the buffer schema always, and the Iceberg SQL
+// catalog's tables when the buffer (which holds the catalog) is the source database.
+func skipOwnTables(bufferSharesSource bool) func(schema, table string) bool {
+	return func(schema, table string) bool {
+		if schema == "philotes" {
+			return true
+		}
+		return bufferSharesSource && schema == "public" && (table == "iceberg_tables" || table == "iceberg_namespace_properties")
 	}
 }
 

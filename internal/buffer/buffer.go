@@ -88,8 +88,7 @@ func (b *Buffer) migrate(ctx context.Context) error {
 		return fmt.Errorf("buffer: connect: %w", err)
 	}
 	defer conn.Release()
-	// Serialise migrations across replicas; the lock is released when the session's transaction... ends, so
-	// use a transaction-level lock.
+	// Serialise migrations across replicas with a transaction-level advisory lock.
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("buffer: migrate: %w", err)
@@ -98,14 +97,15 @@ func (b *Buffer) migrate(ctx context.Context) error {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('philotes.migrate'))`); err != nil {
 		return fmt.Errorf("buffer: migrate lock: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS public.philotes_schema_version (version integer NOT NULL)`); err != nil {
+	if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS philotes;
+CREATE TABLE IF NOT EXISTS philotes.schema_version (version integer NOT NULL)`); err != nil {
 		return fmt.Errorf("buffer: migrate: %w", err)
 	}
 	var version int
-	err = tx.QueryRow(ctx, `SELECT version FROM public.philotes_schema_version`).Scan(&version)
+	err = tx.QueryRow(ctx, `SELECT version FROM philotes.schema_version`).Scan(&version)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		if _, err := tx.Exec(ctx, `INSERT INTO public.philotes_schema_version VALUES (0)`); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO philotes.schema_version VALUES (0)`); err != nil {
 			return fmt.Errorf("buffer: migrate: %w", err)
 		}
 	case err != nil:
@@ -119,7 +119,7 @@ func (b *Buffer) migrate(ctx context.Context) error {
 			return fmt.Errorf("buffer: migration %d: %w", i+1, err)
 		}
 	}
-	if _, err := tx.Exec(ctx, `UPDATE public.philotes_schema_version SET version = $1`, len(migrations)); err != nil {
+	if _, err := tx.Exec(ctx, `UPDATE philotes.schema_version SET version = $1`, len(migrations)); err != nil {
 		return fmt.Errorf("buffer: migrate: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {

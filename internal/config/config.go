@@ -277,6 +277,16 @@ func (c *Config) validate() []error {
 	return errs
 }
 
+// BufferSharesSource reports whether the buffer database is the source database (same host, port and database).
+func (c *Config) BufferSharesSource() bool {
+	src, err1 := pgconn.ParseConfig(c.SourceURL)
+	buf, err2 := pgconn.ParseConfig(c.BufferURL)
+	if err1 != nil || err2 != nil {
+		return c.SourceURL == c.BufferURL
+	}
+	return src.Host == buf.Host && src.Port == buf.Port && src.Database == buf.Database
+}
+
 // redact keeps passwords out of error messages about URLs.
 func redact(err error) string {
 	s := err.Error()

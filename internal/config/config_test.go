@@ -81,3 +81,23 @@ func TestErrorsNameTheSetting(t *testing.T) {
 		})
 	}
 }
+
+// The buffer shares the source when host, port and database match, whatever the user or options.
+func TestBufferSharesSource(t *testing.T) {
+	cases := []struct {
+		src, buf string
+		want     bool
+	}{
+		{"postgres://a@h:5432/app", "postgres://a@h:5432/app", true},
+		{"postgres://a:x@h:5432/app?sslmode=require", "postgres://b:y@h/app", true},
+		{"postgres://a@h:5432/app", "postgres://a@h:5432/philotes_buffer", false},
+		{"postgres://a@h:5432/app", "postgres://a@other:5432/app", false},
+		{"postgres://a@h:5432/app", "postgres://a@h:5433/app", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.buf, func(t *testing.T) {
+			c := Config{SourceURL: tc.src, BufferURL: tc.buf}
+			require.Equal(t, tc.want, c.BufferSharesSource())
+		})
+	}
+}

@@ -54,10 +54,11 @@ type Config struct {
 	RetryInterval time.Duration
 	// Appenders is how many batches are copied into the buffer at once (default 2). They commit in order.
 	Appenders int
-	// BufferSchema is never read: its own tables may appear when the buffer shares the source database.
-	BufferSchema string
-	Logger       *slog.Logger
-	Metrics      Metrics
+	// Skip reports tables whose changes are not read: the worker's own tables (buffer, Iceberg SQL catalog)
+	// appear in the stream when the buffer shares the source database.
+	Skip    func(schema, table string) bool
+	Logger  *slog.Logger
+	Metrics Metrics
 }
 
 // Reader competes for the reader role and, while it holds it, streams the slot into the buffer.
@@ -488,7 +489,7 @@ func (s *streamState) handle(ctx context.Context, data []byte, walStart uint64) 
 		if err != nil {
 			return err
 		}
-		if t.Schema == s.r.cfg.BufferSchema {
+		if s.r.cfg.Skip != nil && s.r.cfg.Skip(t.Schema, t.Name) {
 			s.skipped[id] = true
 			return nil
 		}

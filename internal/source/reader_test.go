@@ -82,7 +82,7 @@ func (e env) reader(t *testing.T, slot string, batch int, o *observer) *source.R
 	r, err := source.NewReader(source.Config{
 		SourceURL: e.srcURL, Slot: slot, Publication: slot + "_pub", BatchSize: batch,
 		FlushInterval: 20 * time.Millisecond, StatusInterval: 100 * time.Millisecond, RetryInterval: 100 * time.Millisecond,
-		BufferSchema: "philotes", Metrics: o,
+		Skip: func(schema, _ string) bool { return schema == "philotes" }, Metrics: o,
 	}, e.buf)
 	require.NoError(t, err)
 	return r
@@ -230,7 +230,7 @@ func TestRestartReplaysNothingTwice(t *testing.T) {
 	r2, err := source.NewReader(source.Config{
 		SourceURL: e.srcURL, Slot: "restart_replay", Publication: "restart_pub", BatchSize: 7,
 		FlushInterval: 20 * time.Millisecond, StatusInterval: 100 * time.Millisecond, RetryInterval: 100 * time.Millisecond,
-		BufferSchema: "philotes", Metrics: o2,
+		Skip: func(schema, _ string) bool { return schema == "philotes" }, Metrics: o2,
 	}, e.buf)
 	require.NoError(t, err)
 	stop2 := start(r2)

@@ -216,3 +216,28 @@ func TestBadConfigurationIsRefused(t *testing.T) {
 		})
 	}
 }
+
+// With the buffer in the source database (the default), the worker's own writes (buffer, Iceberg SQL catalog)
+// are not replicated back into the lake: only the user's table arrives, and the buffer empties.
+func TestBufferInSourceDatabaseDoesNotLoop(t *testing.T) {
+	s := newSetup(t, "samedb", ordersDDL)
+	s.bufURL = s.srcURL
+	w := s.start(t, "w1", nil)
+	reader(t, w)
+	insert(t, s, 1, 300)
+	l := s.lake(t)
+	defer l.done()
+	requireExactlyOnce(t, s.waitDelivered(t, l, "orders", 300, time.Minute), 300)
+	insert(t, s, 301, 310)
+	requireExactlyOnce(t, s.waitDelivered(t, l, "orders", 310, time.Minute), 310)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var tables []string
+	for ident, err := range l.cat.ListTables(ctx, table.Identifier{"philotes"}) {
+		require.NoError(t, err)
+		tables = append(tables, ident[len(ident)-1])
+	}
+	require.Equal(t, []string{"public_orders"}, tables, "only the user's table may reach the lake")
+	require.Zero(t, s.bufferDepth(t))
+}
