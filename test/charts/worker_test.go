@@ -324,7 +324,7 @@ func TestPostgresQueryUsesTheConfiguredSlot(t *testing.T) {
 		t.Run(slot, func(t *testing.T) {
 			r := mustRender(t, workerChart, "worker: {slot: "+slot+"}\n"+kedaWith(pgTrigger))
 			q := metadata(t, triggers(t, r)["postgresql"])["query"]
-			require.Equal(t, "SELECT COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0) FROM pg_replication_slots WHERE slot_name = '"+slot+"'", q)
+			require.Equal(t, "SELECT COALESCE((SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn) FROM pg_replication_slots WHERE slot_name = '"+slot+"'), "+metadata(t, triggers(t, r)["postgresql"])["targetQueryValue"]+")", q)
 			require.Equal(t, slot, get(t, r.one(t, "ConfigMap", fullname), "data", "PHILOTES_SLOT"))
 		})
 	}

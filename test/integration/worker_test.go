@@ -11,6 +11,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/iceberg-go/table"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 )
 
@@ -240,4 +241,41 @@ func TestBufferInSourceDatabaseDoesNotLoop(t *testing.T) {
 	}
 	require.Equal(t, []string{"public_orders"}, tables, "only the user's table may reach the lake")
 	require.Zero(t, s.bufferDepth(t))
+}
+
+// The KEDA PostgreSQL trigger's default query (docs/worker-interface.md, rendered by the chart) answers without
+// any worker running: the target while the slot is missing, near 0 while a reader keeps up, and growing with
+// every change while no reader runs (at zero replicas), which is what wakes the release.
+func TestWakeQueryWorksAtZeroReplicas(t *testing.T) {
+	s := newSetup(t, "wake", ordersDDL)
+	const target = 1000000
+	query := `SELECT COALESCE((SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)
+		FROM pg_replication_slots WHERE slot_name = 'wake'), 1000000)`
+	value := func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, s.srcURL)
+		require.NoError(t, err)
+		defer conn.Close(ctx)
+		var v float64
+		require.NoError(t, conn.QueryRow(ctx, query).Scan(&v))
+		return v
+	}
+	require.Equal(t, float64(target), value(), "a missing slot wakes one replica")
+
+	w := s.start(t, "w1", []string{"PHILOTES_STATUS_INTERVAL=100ms"})
+	reader(t, w)
+	insert(t, s, 1, 100)
+	l := s.lake(t)
+	defer l.done()
+	s.waitDelivered(t, l, "orders", 100, time.Minute)
+	eventually(t, "the slot confirmed (query below the activation value 1000)", 30*time.Second, func() bool { return value() < 1000 })
+
+	signal(t, w, syscall.SIGTERM)
+	<-w.done
+	idle := value()
+	insert(t, s, 101, 101)
+	// The WAL position moves when the commit's WAL is written (at once, or within wal_writer_delay under
+	// asynchronous commit).
+	eventually(t, "one new row at zero replicas to raise the value", 10*time.Second, func() bool { return value() > idle })
 }

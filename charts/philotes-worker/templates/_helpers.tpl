@@ -237,14 +237,15 @@ The chart's Prometheus triggers for the Deployment (lag, buffer, throughput), as
 {{- end }}
 
 {{/*
-The default PostgreSQL query: bytes of WAL the configured slot has not confirmed (worker contract).
+The default PostgreSQL query: bytes of WAL the configured slot has not confirmed (worker contract). A slot that
+does not exist yet (or has never confirmed) reads as targetQueryValue: one replica wakes and creates it.
 */}}
 {{- define "philotes-worker.keda.pgQuery" -}}
 {{- $pg := .Values.keda.postgresql }}
 {{- if $pg.query }}
 {{- tpl $pg.query . }}
 {{- else }}
-{{- printf "SELECT COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0) FROM pg_replication_slots WHERE slot_name = '%s'" (.Values.worker.slot | replace "'" "''") }}
+{{- printf "SELECT COALESCE((SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn) FROM pg_replication_slots WHERE slot_name = '%s'), %s)" (.Values.worker.slot | replace "'" "''") (include "philotes-worker.num" $pg.targetQueryValue) }}
 {{- end }}
 {{- end }}
 
