@@ -4,7 +4,9 @@
 //  2. slot to buffer: the worker's reader drains a copy of the same slot into the buffer table;
 //  3. buffer to Iceberg: the worker's processors drain the buffer into a file:// warehouse.
 //
-// Each figure is printed with its ratio to the reference. Run it with bench/run.sh.
+// Phases 1 and 2 run in interleaved rounds, each on its own copy of the slot (same position, same workload), so
+// that a change in machine load hits both alike; medians and each round's ratio are printed. Run it with
+// bench/run.sh.
 package main
 
 import (
@@ -15,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -37,8 +40,9 @@ func main() {
 	processors := flag.Int("processors", 2, "processors for the buffer-to-Iceberg phase")
 	skipSink := flag.Bool("skip-sink", false, "skip the buffer-to-Iceberg phase")
 	appenders := flag.Int("appenders", 2, "parallel COPY connections of the reader")
+	rounds := flag.Int("rounds", 3, "interleaved rounds of reference and slot-to-buffer")
 	flag.Parse()
-	if err := run(*rows, *txs, *batch, *processors, *appenders, *skipSink); err != nil {
+	if err := run(*rows, *txs, *batch, *processors, *appenders, *rounds, *skipSink); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -50,10 +54,10 @@ type result struct {
 	cpu     string
 }
 
-func run(rows, txs, batchSize, processors, appenders int, skipSink bool) error {
+func run(rows, txs, batchSize, processors, appenders, rounds int, skipSink bool) error {
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	fmt.Printf("workload: %d rows of about 200 bytes in %d transactions\n", rows, txs)
+	fmt.Printf("workload: %d rows of about 200 bytes in %d transactions; %d interleaved rounds\n", rows, txs, rounds)
 	srv, err := pgtest.Start(ctx, pgtest.Options{Durable: true})
 	if err != nil {
 		return err
@@ -72,12 +76,18 @@ func run(rows, txs, batchSize, processors, appenders int, skipSink bool) error {
 		return err
 	}
 	defer conn.Close(ctx)
-	for _, q := range []string{
+	setup := []string{
 		`CREATE TABLE orders (id bigint PRIMARY KEY, customer text, amount numeric(12,2), status text, note text, created_at timestamptz)`,
 		`CREATE PUBLICATION bench_pub FOR TABLE orders`,
-		`SELECT pg_create_logical_replication_slot('bench_ref', 'pgoutput')`,
-		`SELECT pg_copy_logical_replication_slot('bench_ref', 'bench_worker')`,
-	} {
+		`SELECT pg_create_logical_replication_slot('bench_ref_1', 'pgoutput')`,
+		`SELECT pg_copy_logical_replication_slot('bench_ref_1', 'bench_worker_1')`,
+	}
+	for i := 2; i <= rounds; i++ {
+		setup = append(setup,
+			fmt.Sprintf(`SELECT pg_copy_logical_replication_slot('bench_ref_1', 'bench_ref_%d')`, i),
+			fmt.Sprintf(`SELECT pg_copy_logical_replication_slot('bench_ref_1', 'bench_worker_%d')`, i))
+	}
+	for _, q := range setup {
 		if _, err := conn.Exec(ctx, q); err != nil {
 			return fmt.Errorf("%s: %w", q, err)
 		}
@@ -106,51 +116,60 @@ FROM generate_series($1::bigint, $2::bigint) g`, i*per+1, (i+1)*per)
 	}
 	fmt.Printf("%.1fs\n", time.Since(start).Seconds())
 
-	var results []result
-	ref, err := reference(ctx, src, endLSN)
-	if err != nil {
-		return err
-	}
-	results = append(results, ref)
-
-	buf, err := buffer.Open(ctx, bufURL, "bench", processors+4)
-	if err != nil {
-		return err
-	}
-	defer buf.Close()
-	m := metrics.New(prometheus.NewRegistry(), "bench")
-	reader, err := source.NewReader(source.Config{
-		SourceURL: src, Slot: "bench_worker", Publication: "bench_pub", BatchSize: batchSize,
-		FlushInterval: 200 * time.Millisecond, StatusInterval: time.Second, RetryInterval: time.Second, Appenders: appenders,
-		Skip: func(schema, _ string) bool { return schema == "philotes" }, Logger: log, Metrics: m,
-	}, buf)
-	if err != nil {
-		return err
-	}
 	var lastTx int64
 	if err := conn.QueryRow(ctx, `SELECT ($1::pg_lsn - '0/0'::pg_lsn)::bigint`, lastTxStart).Scan(&lastTx); err != nil {
 		return err
 	}
-	r, err := measure("worker slot -> buffer", func(ctx context.Context) error {
-		rctx, stop := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- reader.Run(rctx) }()
-		defer func() { stop(); <-done }()
-		for {
-			p, err := buf.Progress(ctx)
-			if err != nil {
-				return err
-			}
-			if int64(p.Last.CommitLSN) >= lastTx && int(p.Last.Seq) == per {
-				return nil
-			}
-			time.Sleep(20 * time.Millisecond) // poll interval
+	m := metrics.New(prometheus.NewRegistry(), "bench")
+	var refs, workers []result
+	var buf *buffer.Buffer
+	for i := 1; i <= rounds; i++ {
+		ref, err := reference(ctx, src, fmt.Sprintf("bench_ref_%d", i), endLSN)
+		if err != nil {
+			return err
 		}
-	})
-	if err != nil {
-		return err
+		refs = append(refs, ref)
+		b, err := buffer.Open(ctx, bufURL, fmt.Sprintf("bench_%d", i), processors+appenders+2)
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		if buf == nil {
+			buf = b
+		}
+		reader, err := source.NewReader(source.Config{
+			SourceURL: src, Slot: fmt.Sprintf("bench_worker_%d", i), Publication: "bench_pub", BatchSize: batchSize,
+			FlushInterval: 200 * time.Millisecond, StatusInterval: time.Second, RetryInterval: time.Second, Appenders: appenders,
+			Skip: func(schema, _ string) bool { return schema == "philotes" }, Logger: log, Metrics: m,
+		}, b)
+		if err != nil {
+			return err
+		}
+		r, err := measure("worker slot -> buffer", func(ctx context.Context) error {
+			rctx, stop := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- reader.Run(rctx) }()
+			defer func() { stop(); <-done }()
+			for {
+				p, err := b.Progress(ctx)
+				if err != nil {
+					return err
+				}
+				if int64(p.Last.CommitLSN) >= lastTx && int(p.Last.Seq) == per {
+					return nil
+				}
+				time.Sleep(20 * time.Millisecond) // poll interval
+			}
+		})
+		if err != nil {
+			return err
+		}
+		workers = append(workers, r)
+		fmt.Printf("round %d: reference %.0f rows/s, slot -> buffer %.0f rows/s, ratio %.2fx\n",
+			i, float64(rows)/ref.seconds, float64(rows)/r.seconds, ref.seconds/r.seconds)
 	}
-	results = append(results, r)
+	ref := median(refs)
+	results := []result{ref, median(workers)}
 
 	if !skipSink {
 		dir, err := os.MkdirTemp("", "philotes-bench-warehouse-")
@@ -176,7 +195,8 @@ FROM generate_series($1::bigint, $2::bigint) g`, i*per+1, (i+1)*per)
 		results = append(results, r)
 	}
 
-	fmt.Printf("\n%-42s %10s %12s %8s  %s\n", "phase", "seconds", "rows/s", "ratio", "cpu (user+sys, this process)")
+	fmt.Printf("\nmedians of %d rounds (the Iceberg phase runs once, on round 1's buffer)\n", rounds)
+	fmt.Printf("%-42s %10s %12s %8s  %s\n", "phase", "seconds", "rows/s", "ratio", "cpu (user+sys)")
 	for _, res := range results {
 		rate := float64(rows) / res.seconds
 		fmt.Printf("%-42s %10.2f %12.0f %7.2fx  %s\n", res.name, res.seconds, rate, ref.seconds/res.seconds, res.cpu)
@@ -185,13 +205,20 @@ FROM generate_series($1::bigint, $2::bigint) g`, i*per+1, (i+1)*per)
 	return nil
 }
 
-// reference drains the reference slot with pg_recvlogical.
-func reference(ctx context.Context, src, endLSN string) (result, error) {
+// median returns the result with the median time.
+func median(rs []result) result {
+	sorted := append([]result(nil), rs...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].seconds < sorted[j].seconds })
+	return sorted[len(sorted)/2]
+}
+
+// reference drains a reference slot with pg_recvlogical.
+func reference(ctx context.Context, src, slot, endLSN string) (result, error) {
 	bin, err := pgtest.BinDir()
 	if err != nil {
 		return result{}, err
 	}
-	cmd := exec.CommandContext(ctx, filepath.Join(bin, "pg_recvlogical"), "-d", src, "--slot", "bench_ref", "--start",
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "pg_recvlogical"), "-d", src, "--slot", slot, "--start",
 		"--endpos", endLSN, "--no-loop", "-o", "proto_version=1", "-o", "publication_names=bench_pub", "-f", "/dev/null")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
