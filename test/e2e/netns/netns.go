@@ -23,6 +23,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// hostNamespace is this process's own network namespace, read at start-up
+// while the main thread is sure to be in it: /proc/self/ns/net names the
+// main thread's namespace, and once a DialContext has run on the main thread
+// (and wedged it in a stack's namespace) it no longer names ours.
+var hostNamespace, _ = os.Readlink("/proc/self/ns/net")
+
 // Namespace is a private network namespace kept alive by a holder process.
 type Namespace struct {
 	// HolderPID is the PID of the process that holds the namespace.
@@ -48,12 +54,12 @@ func Create(ctx context.Context, pidFile string) (*Namespace, error) {
 	go func() { _ = holder.Wait() }()
 	// unshare execs sleep once the namespace exists: wait for the holder's
 	// namespace to differ from ours.
-	self, err := os.Readlink("/proc/self/ns/net")
-	if err != nil {
+	self := hostNamespace
+	if self == "" {
 		n.Destroy()
-		return nil, fmt.Errorf("read own network namespace: %w", err)
+		return nil, errors.New("own network namespace unknown: /proc/self/ns/net was unreadable at start")
 	}
-	err = Poll(ctx, 5*time.Second, 10*time.Millisecond, "namespace holder to unshare", func() error {
+	err := Poll(ctx, 5*time.Second, 10*time.Millisecond, "namespace holder to unshare", func() error {
 		got, err := os.Readlink(n.Path())
 		if err != nil {
 			return err

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	vklog "github.com/virtual-kubelet/virtual-kubelet/log"
@@ -263,6 +264,24 @@ type minLevel struct {
 
 func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
 	return l >= h.level && h.Handler.Enabled(ctx, l)
+}
+
+// Handle drops virtual-kubelet's reports of optimistic-concurrency conflicts
+// on status updates: it retries them itself, and they are normal while the
+// controllers and the node write the same pod.
+func (h minLevel) Handle(ctx context.Context, r slog.Record) error {
+	conflict := false
+	r.Attrs(func(a slog.Attr) bool {
+		if strings.Contains(a.Value.String(), "the object has been modified") {
+			conflict = true
+			return false
+		}
+		return true
+	})
+	if conflict {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
 }
 
 func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
