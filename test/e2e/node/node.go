@@ -133,7 +133,7 @@ func (n *Node) Run(ctx context.Context) error {
 	defer cancel()
 
 	// virtual-kubelet's own logs: warnings and errors only.
-	ctx = vklog.WithLogger(ctx, vkslog.FromSlog(slog.New(minLevel{n.cfg.Logger.Handler(), slog.LevelWarn}).With("lib", "virtual-kubelet")))
+	ctx = vklog.WithLogger(ctx, vkslog.FromSlog(slog.New(minLevel{Handler: n.cfg.Logger.Handler(), level: slog.LevelWarn}).With("lib", "virtual-kubelet")))
 
 	n.provider = newProvider(ctx, n.cfg)
 	defer n.provider.stopAll(n.cfg.ShutdownGrace)
@@ -256,27 +256,29 @@ func (n *Node) schedule(ctx context.Context) error {
 	}
 }
 
-// minLevel drops records below a level.
+// minLevel drops records below a level, and virtual-kubelet's reports of
+// optimistic-concurrency conflicts on status updates: it retries those
+// itself, and they are normal while the controllers and the node write the
+// same pod.
 type minLevel struct {
 	slog.Handler
 	level slog.Level
+	drop  bool
+}
+
+func isConflict(a slog.Attr) bool {
+	return strings.Contains(a.Value.String(), "the object has been modified")
 }
 
 func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= h.level && h.Handler.Enabled(ctx, l)
+	return !h.drop && l >= h.level && h.Handler.Enabled(ctx, l)
 }
 
-// Handle drops virtual-kubelet's reports of optimistic-concurrency conflicts
-// on status updates: it retries them itself, and they are normal while the
-// controllers and the node write the same pod.
 func (h minLevel) Handle(ctx context.Context, r slog.Record) error {
-	conflict := false
+	conflict := h.drop
 	r.Attrs(func(a slog.Attr) bool {
-		if strings.Contains(a.Value.String(), "the object has been modified") {
-			conflict = true
-			return false
-		}
-		return true
+		conflict = conflict || isConflict(a)
+		return !conflict
 	})
 	if conflict {
 		return nil
@@ -285,9 +287,13 @@ func (h minLevel) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
-	return minLevel{h.Handler.WithAttrs(as), h.level}
+	drop := h.drop
+	for _, a := range as {
+		drop = drop || isConflict(a)
+	}
+	return minLevel{h.Handler.WithAttrs(as), h.level, drop}
 }
 
 func (h minLevel) WithGroup(name string) slog.Handler {
-	return minLevel{h.Handler.WithGroup(name), h.level}
+	return minLevel{h.Handler.WithGroup(name), h.level, h.drop}
 }
