@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/philotes/philotes-worker/test/e2e/report"
 	"github.com/philotes/philotes-worker/test/e2e/stack"
 )
 
@@ -126,6 +127,10 @@ func TestSmoke(t *testing.T) {
 		return fmt.Errorf("conditions %v", conds)
 	})
 
+	rec := report.Start(report.Config{
+		Kube: s.Kube, Namespace: ns, Deployment: name, HPA: "keda-hpa-" + name,
+		Query: func(ctx context.Context, q string) (float64, error) { return promQuery(ctx, s, q) },
+	})
 	tests := []struct {
 		name  string
 		depth int
@@ -135,13 +140,39 @@ func TestSmoke(t *testing.T) {
 		{"scale in to 2", 120, 2},
 		{"back to min", 0, 1},
 	}
-	for _, tc := range tests {
+	var loadAt time.Time
+	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			if i == 0 {
+				loadAt = time.Now()
+			}
 			setDepth(tc.depth)
 			waitReady(t, s, ns, name, tc.want, 90*time.Second)
 			checkPodIPs(t, s, ns, name)
 		})
 	}
+	samples := rec.Stop()
+	if err := report.WriteCSV(filepath.Join(reportDir(t), "smoke.csv"), samples); err != nil {
+		t.Error(err)
+	}
+	if at, ok := report.FirstAt(samples, loadAt, func(x report.Sample) bool { return x.Replicas > 1 }); ok {
+		t.Logf("reaction: load to first scale-out %s", at.Sub(loadAt).Round(100*time.Millisecond))
+	}
+	if at, ok := report.FirstAt(samples, loadAt, func(x report.Sample) bool { return x.Ready == 4 }); ok {
+		t.Logf("reaction: load to full scale (4 ready) %s", at.Sub(loadAt).Round(100*time.Millisecond))
+	}
+}
+
+// reportDir is e2e-report/ at the repository root (PHILOTES_E2E_REPORT overrides).
+func reportDir(t *testing.T) string {
+	if d := os.Getenv("PHILOTES_E2E_REPORT"); d != "" {
+		return d
+	}
+	d, err := filepath.Abs("../../e2e-report")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 // waitReady waits until the Deployment has exactly want replicas, all Ready.

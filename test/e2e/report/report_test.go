@@ -1,0 +1,69 @@
+package report
+
+import (
+	"encoding/csv"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestWriteCSVAndFirstAt(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	samples := []Sample{
+		{At: t0, Replicas: 1, Ready: 1, Desired: 1, Lag: 0, Depth: 0, Processed: math.NaN()},
+		{At: t0.Add(time.Second), Replicas: 1, Ready: 1, Desired: 4, Lag: 12.5, Depth: 350, Processed: 10},
+		{At: t0.Add(2 * time.Second), Replicas: 4, Ready: 2, Desired: 4, Lag: 3, Depth: 100, Processed: 80},
+	}
+	path := filepath.Join(t.TempDir(), "sub", "timeline.csv")
+	if err := WriteCSV(path, samples); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{
+		{"seconds", "time", "replicas", "ready", "desired", "lag_seconds", "depth", "processed_per_second"},
+		{"0.0", "2026-11-27T12:00:00Z", "1", "1", "1", "0", "0", ""},
+		{"1.0", "2026-11-27T12:00:01Z", "1", "1", "4", "12.5", "350", "10"},
+		{"2.0", "2026-11-27T12:00:02Z", "4", "2", "4", "3", "100", "80"},
+	}
+	if len(rows) != len(want) {
+		t.Fatalf("%d rows, want %d: %v", len(rows), len(want), rows)
+	}
+	for i := range want {
+		for j := range want[i] {
+			if rows[i][j] != want[i][j] {
+				t.Errorf("row %d col %d = %q, want %q", i, j, rows[i][j], want[i][j])
+			}
+		}
+	}
+
+	tests := []struct {
+		name   string
+		from   time.Time
+		ok     func(Sample) bool
+		want   time.Time
+		wantOK bool
+	}{
+		{"first scale-out", t0, func(s Sample) bool { return s.Replicas > 1 }, t0.Add(2 * time.Second), true},
+		{"desired before replicas", t0, func(s Sample) bool { return s.Desired > 1 }, t0.Add(time.Second), true},
+		{"from excludes earlier samples", t0.Add(1500 * time.Millisecond), func(s Sample) bool { return s.Desired > 1 }, t0.Add(2 * time.Second), true},
+		{"never", t0, func(s Sample) bool { return s.Replicas > 4 }, time.Time{}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := FirstAt(samples, tc.from, tc.ok)
+			if ok != tc.wantOK || !got.Equal(tc.want) {
+				t.Errorf("FirstAt = %v, %v; want %v, %v", got, ok, tc.want, tc.wantOK)
+			}
+		})
+	}
+}
