@@ -23,8 +23,9 @@ import (
 
 // TestSmoke proves the stack end to end with a stand-in worker: the node runs
 // a Deployment's pods on their own loopback addresses, Prometheus discovers
-// them through the apiserver, and KEDA's Prometheus trigger scales the
-// Deployment out to ceil(depth/threshold) and back in.
+// them through the apiserver, KEDA's Prometheus trigger scales the
+// Deployment out to ceil(depth/threshold) and back in, and with Prometheus
+// stopped KEDA holds the fallback replica count until it is back.
 func TestSmoke(t *testing.T) {
 	s := startStack(t)
 	startNode(t, s, fakeWorker(t))
@@ -41,38 +42,7 @@ func TestSmoke(t *testing.T) {
 	setDepth(0)
 
 	const ns, name = "default", "smoke"
-	labels := map[string]string{"app.kubernetes.io/name": name}
-	grace := int64(5)
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: new(int32(1)),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{
-					"prometheus.io/scrape": "true", "prometheus.io/port": "8080", "prometheus.io/path": "/metrics",
-				}},
-				Spec: corev1.PodSpec{
-					TerminationGracePeriodSeconds: &grace,
-					Containers: []corev1.Container{{
-						Name:  "worker",
-						Image: "philotes-worker:e2e",
-						Args:  []string{"run"},
-						Env: []corev1.EnvVar{
-							{Name: "FAKEWORKER_DEPTH_FILE", Value: depthFile},
-							{Name: "FAKEWORKER_SHUTDOWN_DELAY", Value: "1s"},
-							{Name: "PHILOTES_HTTP_ADDR", Value: ":8080"},
-						},
-						Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
-						ReadinessProbe: &corev1.Probe{
-							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("http")}},
-							PeriodSeconds: 1,
-						},
-					}},
-				},
-			},
-		},
-	}
+	dep := fakeDeployment(ns, name, depthFile)
 	if _, err := s.Kube.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create deployment: %v", err)
 	}
@@ -94,6 +64,7 @@ func TestSmoke(t *testing.T) {
 			"cooldownPeriod":  int64(10),
 			"minReplicaCount": int64(1),
 			"maxReplicaCount": int64(5),
+			"fallback":        map[string]any{"failureThreshold": int64(2), "replicas": int64(3)},
 			"advanced": map[string]any{"horizontalPodAutoscalerConfig": map[string]any{"behavior": map[string]any{
 				"scaleUp":   map[string]any{"stabilizationWindowSeconds": int64(0)},
 				"scaleDown": map[string]any{"stabilizationWindowSeconds": int64(5)},
@@ -113,19 +84,7 @@ func TestSmoke(t *testing.T) {
 	if _, err := s.Dynamic.Resource(stack.ScaledObjectGVR).Namespace(ns).Create(ctx, so, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create scaledobject: %v", err)
 	}
-	eventually(t, 60*time.Second, "ScaledObject Ready", func(ctx context.Context) error {
-		u, err := s.Dynamic.Resource(stack.ScaledObjectGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-		for _, c := range conds {
-			if m, ok := c.(map[string]any); ok && m["type"] == "Ready" && m["status"] == "True" {
-				return nil
-			}
-		}
-		return fmt.Errorf("conditions %v", conds)
-	})
+	waitScaledObjectReady(t, s, ns, name)
 
 	rec := report.Start(report.Config{
 		Kube: s.Kube, Namespace: ns, Deployment: name, HPA: "keda-hpa-" + name,
@@ -151,6 +110,18 @@ func TestSmoke(t *testing.T) {
 			checkPodIPs(t, s, ns, name)
 		})
 	}
+	t.Run("prometheus down gives the fallback replicas", func(t *testing.T) {
+		if err := s.StopPrometheus(); err != nil {
+			t.Fatal(err)
+		}
+		waitReady(t, s, ns, name, 3, 90*time.Second)
+	})
+	t.Run("prometheus back resumes normal scaling", func(t *testing.T) {
+		if err := s.StartPrometheus(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waitReady(t, s, ns, name, 1, 90*time.Second)
+	})
 	samples := rec.Stop()
 	if err := report.WriteCSV(filepath.Join(reportDir(t), "smoke.csv"), samples); err != nil {
 		t.Error(err)
@@ -214,4 +185,59 @@ func checkPodIPs(t *testing.T, s *stack.Stack, ns, name string) {
 		}
 		seen[p.Status.PodIP] = p.Name
 	}
+}
+
+// fakeDeployment is a Deployment of the stand-in worker, scraped through the
+// prometheus.io annotations, its depth read from depthFile.
+func fakeDeployment(ns, name, depthFile string) *appsv1.Deployment {
+	labels := map[string]string{"app.kubernetes.io/name": name}
+	grace := int64(5)
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: new(int32(1)),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{
+					"prometheus.io/scrape": "true", "prometheus.io/port": "8080", "prometheus.io/path": "/metrics",
+				}},
+				Spec: corev1.PodSpec{
+					TerminationGracePeriodSeconds: &grace,
+					Containers: []corev1.Container{{
+						Name:  "worker",
+						Image: "philotes-worker:e2e",
+						Args:  []string{"run"},
+						Env: []corev1.EnvVar{
+							{Name: "FAKEWORKER_DEPTH_FILE", Value: depthFile},
+							{Name: "FAKEWORKER_SHUTDOWN_DELAY", Value: "1s"},
+							{Name: "PHILOTES_HTTP_ADDR", Value: ":8080"},
+						},
+						Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+						ReadinessProbe: &corev1.Probe{
+							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("http")}},
+							PeriodSeconds: 1,
+						},
+					}},
+				},
+			},
+		},
+	}
+}
+
+// waitScaledObjectReady waits for a ScaledObject's Ready condition.
+func waitScaledObjectReady(t *testing.T, s *stack.Stack, ns, name string) {
+	t.Helper()
+	eventually(t, 60*time.Second, "ScaledObject "+name+" Ready", func(ctx context.Context) error {
+		u, err := s.Dynamic.Resource(stack.ScaledObjectGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conds {
+			if m, ok := c.(map[string]any); ok && m["type"] == "Ready" && m["status"] == "True" {
+				return nil
+			}
+		}
+		return fmt.Errorf("conditions %v", conds)
+	})
 }
