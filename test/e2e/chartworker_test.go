@@ -1,0 +1,138 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/philotes/philotes-worker/test/e2e/chart"
+	"github.com/philotes/philotes-worker/test/e2e/stack"
+)
+
+// TestChartWorker installs the real chart with the real worker behind it: the
+// chart's default, scoped Prometheus queries return the worker's metrics
+// through KEDA to the HPA (no FailedGetExternalMetric), and source rows flow
+// through the chart-configured worker (env from the chart's ConfigMap and
+// Secret) until the buffer is empty.
+func TestChartWorker(t *testing.T) {
+	s := startStack(t)
+	startNode(t, s, workerBinary(t))
+	ctx := t.Context()
+
+	src, err := s.ConnectPostgres(ctx, stack.SourceDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close(context.Background()) })
+	if _, err := src.Exec(ctx, `CREATE TABLE public.orders (id bigint PRIMARY KEY, amount numeric NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+
+	const ns, name = "e2e", "philotes-worker"
+	values := map[string]any{
+		"image":                         map[string]any{"repository": "philotes-worker", "tag": "e2e"},
+		"terminationGracePeriodSeconds": 20,
+		"worker": map[string]any{
+			"shutdownTimeoutSeconds": 10,
+			"iceberg":                map[string]any{"warehouse": "file://" + filepath.Join(t.TempDir(), "warehouse")},
+		},
+		"database": map[string]any{
+			"sourceUrl": stack.PostgresURL(stack.SourceDB),
+			"bufferUrl": stack.PostgresURL(stack.BufferDB),
+		},
+		"keda": map[string]any{
+			"enabled":         true,
+			"minReplicas":     1,
+			"maxReplicas":     3,
+			"pollingInterval": 2,
+			"cooldownPeriod":  10,
+			"prometheus": map[string]any{
+				"serverAddress": stack.PrometheusURL,
+				"lagTrigger":    map[string]any{"threshold": "30", "activationThreshold": "5"},
+				"bufferTrigger": map[string]any{"threshold": "50", "activationThreshold": "5"},
+			},
+		},
+	}
+	installCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	rel, err := chart.Install(installCtx, s, chartDir, name, ns, values, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := rel.Uninstall(); err != nil {
+			t.Errorf("uninstall: %v", err)
+		}
+	})
+	waitScaledObjectReady(t, s, ns, name)
+	waitReady(t, s, ns, name, 1, 90*time.Second)
+
+	eventually(t, 60*time.Second, "the HPA reading both chart queries through KEDA", func(ctx context.Context) error {
+		h, err := s.Kube.AutoscalingV2().HorizontalPodAutoscalers(ns).Get(ctx, "keda-hpa-"+name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, c := range h.Status.Conditions {
+			if c.Type == "ScalingActive" && c.Status != corev1.ConditionTrue {
+				return fmt.Errorf("ScalingActive %s: %s: %s", c.Status, c.Reason, c.Message)
+			}
+		}
+		if n := len(h.Status.CurrentMetrics); n != 2 {
+			return fmt.Errorf("%d current metrics, want 2 (lag and buffer)", n)
+		}
+		return nil
+	})
+
+	t.Run("the chart's Prometheus queries match the worker's series", func(t *testing.T) {
+		u, err := s.Dynamic.Resource(stack.ScaledObjectGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		triggers, _, _ := unstructured.NestedSlice(u.Object, "spec", "triggers")
+		n := 0
+		for _, tr := range triggers {
+			m, _ := tr.(map[string]any)
+			if m["type"] != "prometheus" {
+				continue
+			}
+			q, _, _ := unstructured.NestedString(m, "metadata", "query")
+			n++
+			eventually(t, 30*time.Second, "a series for "+q, func(ctx context.Context) error {
+				_, err := promQuery(ctx, s, q)
+				return err
+			})
+		}
+		if n != 2 {
+			t.Errorf("%d prometheus triggers, want 2 (lag and buffer)", n)
+		}
+	})
+
+	const rows = 1000
+	if _, err := src.Exec(ctx, `INSERT INTO public.orders SELECT g, g * 1.5 FROM generate_series(1, $1) g`, rows); err != nil {
+		t.Fatal(err)
+	}
+	scope := `{namespace="e2e"}`
+	eventually(t, 120*time.Second, fmt.Sprintf("%d events processed and the buffer empty", rows), func(ctx context.Context) error {
+		processed, err := promQuery(ctx, s, "sum(philotes_buffer_events_processed_total"+scope+")")
+		if err != nil {
+			return err
+		}
+		depth, err := promQuery(ctx, s, "max(philotes_buffer_depth"+scope+")")
+		if err != nil {
+			return err
+		}
+		if processed < rows || depth != 0 {
+			return errors.New(fmt.Sprint("processed ", processed, ", depth ", depth))
+		}
+		return nil
+	})
+}
