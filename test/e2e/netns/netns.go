@@ -46,7 +46,7 @@ func (n *Namespace) Path() string {
 func Create(ctx context.Context, pidFile string) (*Namespace, error) {
 	holder := exec.Command("unshare", "--net", "--", "sleep", "infinity")
 	holder.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := holder.Start(); err != nil {
+	if err := StartTied(holder); err != nil {
 		return nil, fmt.Errorf("start namespace holder: %w", err)
 	}
 	n := &Namespace{HolderPID: holder.Process.Pid}

@@ -21,6 +21,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/philotes/philotes-worker/test/e2e/netns"
 )
 
 // defaultHTTPPort is the worker's HTTP port when the pod does not say.
@@ -204,7 +206,7 @@ func (p *provider) startContainer(r *podRun, c *containerRun) error {
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	if err := netns.StartTied(cmd); err != nil {
 		logFile.Close()
 		return fmt.Errorf("start container %s: %w", c.spec.Name, err)
 	}

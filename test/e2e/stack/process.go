@@ -42,7 +42,7 @@ func (s *Stack) startProcess(name, bin string, args, env []string, cred *syscall
 	cmd.Stderr = logFile
 	cmd.Dir = s.Dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	if err := netns.StartTied(cmd); err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
