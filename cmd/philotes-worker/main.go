@@ -36,6 +36,14 @@ func main() {
 	log := newLogger(cfg)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// In-flight batches get ShutdownTimeout; should anything still hang after that (an unreachable buffer
+	// database during the reader's last append), exit anyway: nothing unconfirmed is lost, it is read again.
+	context.AfterFunc(ctx, func() {
+		time.AfterFunc(cfg.ShutdownTimeout+5*time.Second, func() {
+			log.Error("shutdown did not finish in time; exiting", "timeout", cfg.ShutdownTimeout)
+			os.Exit(1)
+		})
+	})
 	if err := run(ctx, cfg, log); err != nil {
 		log.Error("worker stopped", "err", err)
 		os.Exit(1)

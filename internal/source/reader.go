@@ -331,6 +331,7 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn, progress buffe
 	var reported uint64
 	sendStatus := func(force bool) error {
 		d := durable.Load()
+		r.cfg.Metrics.SetRetainedWAL(s.serverEnd - min(d, s.serverEnd))
 		if !force && d == reported {
 			return nil
 		}
@@ -338,11 +339,6 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn, progress buffe
 			return fmt.Errorf("send standby status: %w", err)
 		}
 		reported = d
-		if s.serverEnd > d {
-			r.cfg.Metrics.SetRetainedWAL(s.serverEnd - d)
-		} else {
-			r.cfg.Metrics.SetRetainedWAL(0)
-		}
 		return nil
 	}
 

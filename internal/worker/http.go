@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -29,7 +28,7 @@ func Handler(reg prometheus.Gatherer, ready func() bool) http.Handler {
 	return mux
 }
 
-// Serve listens on addr until ctx is cancelled. The listener is open when Serve returns its start error (nil).
+// Serve listens on addr and serves h until stop is called. The listener is open when Serve returns.
 func Serve(ctx context.Context, addr string, h http.Handler) (stop func(), err error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -39,9 +38,7 @@ func Serve(ctx context.Context, addr string, h http.Handler) (stop func(), err e
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			_ = err // the listener failed; nothing to serve
-		}
+		_ = srv.Serve(l) // returns http.ErrServerClosed after Shutdown
 	}()
 	return func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)

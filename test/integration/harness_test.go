@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -71,8 +72,11 @@ type setup struct {
 	warehouse string
 }
 
+var runs atomic.Int32
+
 func newSetup(t *testing.T, name, ddl string) setup {
 	t.Helper()
+	name = fmt.Sprintf("%s_%d", name, runs.Add(1)) // unique across -count runs
 	s := setup{
 		name:      name,
 		srcURL:    server.MustCreateDatabase(t, name+"_src"),
@@ -80,6 +84,31 @@ func newSetup(t *testing.T, name, ddl string) setup {
 		warehouse: "file://" + t.TempDir(),
 	}
 	s.exec(t, ddl)
+	// Cleanups run last-in first-out: this one runs after the test's workers are gone. A slot left behind
+	// would count against max_replication_slots for the rest of the run.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, s.srcURL)
+		if err != nil {
+			t.Errorf("drop slot %s: %v", s.name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		for ctx.Err() == nil {
+			var left int
+			err := conn.QueryRow(ctx, `SELECT count(pg_drop_replication_slot(slot_name) IS NULL) FROM pg_replication_slots
+				WHERE slot_name = $1 AND NOT active`, s.name).Scan(&left)
+			if err == nil {
+				var exists bool
+				if conn.QueryRow(ctx, `SELECT count(*) > 0 FROM pg_replication_slots WHERE slot_name = $1`, s.name).Scan(&exists) == nil && !exists {
+					return
+				}
+			}
+			time.Sleep(50 * time.Millisecond) // the walsender of a killed worker takes a moment to exit
+		}
+		t.Errorf("slot %s still exists after the test", s.name)
+	})
 	return s
 }
 
@@ -136,7 +165,9 @@ func (s setup) start(t *testing.T, name string, extraEnv []string, args ...strin
 	stderr, err := p.cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, p.cmd.Start())
+	logged := make(chan struct{})
 	go func() {
+		defer close(logged)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			p.mu.Lock()
@@ -144,7 +175,8 @@ func (s setup) start(t *testing.T, name string, extraEnv []string, args ...strin
 			p.mu.Unlock()
 		}
 	}()
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	// Wait only after the log reached EOF: Wait closes the pipe, and the last lines would be lost.
+	go func() { <-logged; p.err = p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
 		select {
 		case <-p.done:

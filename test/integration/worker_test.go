@@ -250,7 +250,7 @@ func TestWakeQueryWorksAtZeroReplicas(t *testing.T) {
 	s := newSetup(t, "wake", ordersDDL)
 	const target = 1000000
 	query := `SELECT COALESCE((SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)
-		FROM pg_replication_slots WHERE slot_name = 'wake'), 1000000)`
+		FROM pg_replication_slots WHERE slot_name = '` + s.name + `'), 1000000)`
 	value := func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
