@@ -4,15 +4,11 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -140,39 +136,9 @@ func startNode(t *testing.T, s *stack.Stack, binary string) {
 	}
 }
 
-// promQuery returns the single value of an instant query, or an error when
-// the result is empty or has several series.
+// promQuery returns the single value of an instant query.
 func promQuery(ctx context.Context, s *stack.Stack, q string) (float64, error) {
-	u := stack.PrometheusURL + "/api/v1/query?query=" + url.QueryEscape(q)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := s.HTTP.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("query prometheus: %w", err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Status string
-		Data   struct {
-			Result []struct {
-				Value [2]any
-			}
-		}
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return 0, fmt.Errorf("decode prometheus answer: %w", err)
-	}
-	if len(body.Data.Result) != 1 {
-		return 0, fmt.Errorf("query %q: %d series", q, len(body.Data.Result))
-	}
-	str, _ := body.Data.Result[0].Value[1].(string)
-	v, err := strconv.ParseFloat(str, 64)
-	if err != nil {
-		return 0, fmt.Errorf("parse value %q: %w", str, err)
-	}
-	return v, nil
+	return s.PromQuery(ctx, q)
 }
 
 // eventually polls check every interval until it returns nil; at the

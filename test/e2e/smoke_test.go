@@ -126,6 +126,9 @@ func TestSmoke(t *testing.T) {
 	if err := report.WriteCSV(filepath.Join(reportDir(t), "smoke.csv"), samples); err != nil {
 		t.Error(err)
 	}
+	if err := report.WriteSVG(filepath.Join(reportDir(t), "smoke.svg"), "smoke: stand-in worker, Prometheus trigger, fallback", samples); err != nil {
+		t.Error(err)
+	}
 	if at, ok := report.FirstAt(samples, loadAt, func(x report.Sample) bool { return x.Replicas > 1 }); ok {
 		t.Logf("reaction: load to first scale-out %s", at.Sub(loadAt).Round(100*time.Millisecond))
 	}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -65,6 +66,21 @@ func (c *Config) validate() error {
 	}
 	if c.DefaultBinary == "" && len(c.Binaries) == 0 {
 		errs = append(errs, errors.New("node: DefaultBinary or Binaries is required"))
+	}
+	// Pods run in their own working folders: relative paths would not resolve.
+	if c.DefaultBinary != "" {
+		abs, err := filepath.Abs(c.DefaultBinary)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node: DefaultBinary: %w", err))
+		}
+		c.DefaultBinary = abs
+	}
+	for image, bin := range c.Binaries {
+		abs, err := filepath.Abs(bin)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node: Binaries[%s]: %w", image, err))
+		}
+		c.Binaries[image] = abs
 	}
 	if c.Name == "" {
 		c.Name = "philotes-e2e"

@@ -89,13 +89,15 @@ func (r *Recorder) run(ctx context.Context) {
 	}
 }
 
-func (r *Recorder) sample(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.Interval)
+func (r *Recorder) sample(parent context.Context) {
+	ctx, cancel := context.WithTimeout(parent, r.cfg.Interval)
 	defer cancel()
 	s := Sample{At: time.Now(), Lag: math.NaN(), Depth: math.NaN(), Processed: math.NaN()}
-	if d, err := r.cfg.Kube.AppsV1().Deployments(r.cfg.Namespace).Get(ctx, r.cfg.Deployment, metav1.GetOptions{}); err == nil {
-		s.Replicas, s.Ready = d.Status.Replicas, d.Status.ReadyReplicas
+	d, err := r.cfg.Kube.AppsV1().Deployments(r.cfg.Namespace).Get(ctx, r.cfg.Deployment, metav1.GetOptions{})
+	if err != nil {
+		return // no replica count: a gap, not a false zero
 	}
+	s.Replicas, s.Ready = d.Status.Replicas, d.Status.ReadyReplicas
 	if r.cfg.HPA != "" {
 		if h, err := r.cfg.Kube.AutoscalingV2().HorizontalPodAutoscalers(r.cfg.Namespace).Get(ctx, r.cfg.HPA, metav1.GetOptions{}); err == nil {
 			s.Desired = h.Status.DesiredReplicas
@@ -105,6 +107,9 @@ func (r *Recorder) sample(ctx context.Context) {
 		if v, err := r.cfg.Query(ctx, q); err == nil {
 			*dst = v
 		}
+	}
+	if parent.Err() != nil {
+		return // stopped while sampling: values may be partial
 	}
 	r.mu.Lock()
 	r.samples = append(r.samples, s)

@@ -2,6 +2,7 @@ package report
 
 import (
 	"encoding/csv"
+	"encoding/xml"
 	"math"
 	"os"
 	"path/filepath"
@@ -65,5 +66,33 @@ func TestWriteCSVAndFirstAt(t *testing.T) {
 				t.Errorf("FirstAt = %v, %v; want %v, %v", got, ok, tc.want, tc.wantOK)
 			}
 		})
+	}
+}
+
+func TestWriteSVG(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	samples := []Sample{
+		{At: t0, Replicas: 1, Ready: 1, Desired: 1, Lag: math.NaN(), Depth: 0, Processed: math.NaN()},
+		{At: t0.Add(time.Second), Replicas: 4, Ready: 2, Desired: 4, Lag: 3, Depth: 350, Processed: 80},
+	}
+	path := filepath.Join(t.TempDir(), "t.svg")
+	if err := WriteSVG(path, "a <test>", samples); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		XMLName xml.Name
+		Lines   []struct {
+			Points string `xml:"points,attr"`
+		} `xml:"polyline"`
+	}
+	if err := xml.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("not well-formed XML: %v", err)
+	}
+	if doc.XMLName.Local != "svg" || len(doc.Lines) != 6 {
+		t.Fatalf("root %q with %d polylines, want svg with 6 (replicas, ready, desired, depth, lag, events/s)", doc.XMLName.Local, len(doc.Lines))
 	}
 }
