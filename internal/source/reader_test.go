@@ -62,11 +62,15 @@ func exec(t *testing.T, url string, sqls ...string) {
 }
 
 type env struct {
+	name           string // unique per run: database, slot and publication names derive from it
 	srcURL, bufURL string
 	buf            *buffer.Buffer
 }
 
+var runs atomic.Int32
+
 func newEnv(t *testing.T, name string) env {
+	name = fmt.Sprintf("%s_%d", name, runs.Add(1))
 	src := server.MustCreateDatabase(t, name+"_src")
 	bufURL := server.MustCreateDatabase(t, name+"_buf")
 	exec(t, src, `CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(10,2), at timestamptz)`)
@@ -75,7 +79,7 @@ func newEnv(t *testing.T, name string) env {
 	buf, err := buffer.Open(ctx, bufURL, name, 8)
 	require.NoError(t, err)
 	t.Cleanup(buf.Close)
-	return env{srcURL: src, bufURL: bufURL, buf: buf}
+	return env{name: name, srcURL: src, bufURL: bufURL, buf: buf}
 }
 
 func (e env) reader(t *testing.T, slot string, batch int, o *observer) *source.Reader {
@@ -129,7 +133,7 @@ func claimAll(t *testing.T, b *buffer.Buffer) []buffer.Event {
 func TestReaderBuffersEveryChange(t *testing.T) {
 	e := newEnv(t, "every")
 	o := &observer{}
-	stop := start(e.reader(t, "every", 100, o))
+	stop := start(e.reader(t, e.name, 100, o))
 	defer stop()
 	eventually(t, "reader role", 10*time.Second, o.isActive)
 	exec(t, e.srcURL,
@@ -188,9 +192,9 @@ func TestReaderBuffersEveryChange(t *testing.T) {
 func TestOneReaderPerSlotAndFailover(t *testing.T) {
 	e := newEnv(t, "guard")
 	a, b := &observer{}, &observer{}
-	stopA := start(e.reader(t, "guard", 100, a))
+	stopA := start(e.reader(t, e.name, 100, a))
 	eventually(t, "first reader active", 10*time.Second, a.isActive)
-	stopB := start(e.reader(t, "guard", 100, b))
+	stopB := start(e.reader(t, e.name, 100, b))
 	defer stopB()
 	exec(t, e.srcURL, `INSERT INTO items SELECT g, 'x' FROM generate_series(1, 50) g`)
 	eventually(t, "50 events", 10*time.Second, func() bool { return depth(t, e.buf) == 50 })
@@ -215,11 +219,11 @@ func TestRestartReplaysNothingTwice(t *testing.T) {
 	e := newEnv(t, "restart")
 	// A copy of the slot taken before any change replays everything: only the buffer's progress stops duplicates.
 	exec(t, e.srcURL,
-		`CREATE PUBLICATION restart_pub FOR ALL TABLES`,
-		`SELECT pg_create_logical_replication_slot('restart', 'pgoutput')`,
-		`SELECT pg_copy_logical_replication_slot('restart', 'restart_replay')`)
+		`CREATE PUBLICATION `+e.name+`_pub FOR ALL TABLES`,
+		`SELECT pg_create_logical_replication_slot('`+e.name+`', 'pgoutput')`,
+		`SELECT pg_copy_logical_replication_slot('`+e.name+`', '`+e.name+`_replay')`)
 	o := &observer{}
-	stop := start(e.reader(t, "restart", 7, o))
+	stop := start(e.reader(t, e.name, 7, o))
 	eventually(t, "reader", 10*time.Second, o.isActive)
 	exec(t, e.srcURL, `INSERT INTO items SELECT g, 'a' FROM generate_series(1, 30) g`)
 	eventually(t, "30 events", 10*time.Second, func() bool { return depth(t, e.buf) == 30 })
@@ -228,7 +232,7 @@ func TestRestartReplaysNothingTwice(t *testing.T) {
 
 	o2 := &observer{}
 	r2, err := source.NewReader(source.Config{
-		SourceURL: e.srcURL, Slot: "restart_replay", Publication: "restart_pub", BatchSize: 7,
+		SourceURL: e.srcURL, Slot: e.name + "_replay", Publication: e.name + "_pub", BatchSize: 7,
 		FlushInterval: 20 * time.Millisecond, StatusInterval: 100 * time.Millisecond, RetryInterval: 100 * time.Millisecond,
 		Skip: func(schema, _ string) bool { return schema == "philotes" }, Metrics: o2,
 	}, e.buf)
@@ -245,7 +249,7 @@ func TestRestartReplaysNothingTwice(t *testing.T) {
 func TestBatchEndingAtCommitIsConfirmed(t *testing.T) {
 	e := newEnv(t, "exact")
 	o := &observer{}
-	stop := start(e.reader(t, "exact", 10, o))
+	stop := start(e.reader(t, e.name, 10, o))
 	defer stop()
 	eventually(t, "reader", 10*time.Second, o.isActive)
 	exec(t, e.srcURL, `INSERT INTO items SELECT g, 'z' FROM generate_series(1, 10) g`)
@@ -257,7 +261,7 @@ func TestBatchEndingAtCommitIsConfirmed(t *testing.T) {
 	require.NoError(t, conn.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&commitEnd))
 	eventually(t, "confirmed_flush_lsn past the commit", 10*time.Second, func() bool {
 		var ok bool
-		err := conn.QueryRow(ctx, `SELECT confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = 'exact'`, commitEnd).Scan(&ok)
+		err := conn.QueryRow(ctx, `SELECT confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = $2`, commitEnd, e.name).Scan(&ok)
 		return err == nil && ok
 	})
 	require.Equal(t, int64(10), depth(t, e.buf))
