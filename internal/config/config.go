@@ -106,37 +106,13 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 		fs.StringVar(p, flagName, env(envName, def), help+" ["+envName+"]")
 	}
 	num := func(p *int, flagName, envName string, def int, help string) {
-		v := def
-		if s := getenv(envName); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: must be a whole number", envName, s))
-			}
-			v = n
-		}
-		fs.IntVar(p, flagName, v, help+" ["+envName+"]")
+		fs.IntVar(p, flagName, fromEnv(getenv, &errs, envName, def, strconv.Atoi, "must be a whole number"), help+" ["+envName+"]")
 	}
 	dur := func(p *time.Duration, flagName, envName string, def time.Duration, help string) {
-		v := def
-		if s := getenv(envName); s != "" {
-			d, err := time.ParseDuration(s)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: must be a duration such as 500ms, 5s or 1m", envName, s))
-			}
-			v = d
-		}
-		fs.DurationVar(p, flagName, v, help+" ["+envName+"]")
+		fs.DurationVar(p, flagName, fromEnv(getenv, &errs, envName, def, time.ParseDuration, "must be a duration such as 500ms, 5s or 1m"), help+" ["+envName+"]")
 	}
 	boolean := func(p *bool, flagName, envName, help string) {
-		v := false
-		if s := getenv(envName); s != "" {
-			b, err := strconv.ParseBool(s)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: must be true or false", envName, s))
-			}
-			v = b
-		}
-		fs.BoolVar(p, flagName, v, help+" ["+envName+"]")
+		fs.BoolVar(p, flagName, fromEnv(getenv, &errs, envName, false, strconv.ParseBool, "must be true or false"), help+" ["+envName+"]")
 	}
 
 	var tables, logLevel, s3Endpoint, s3Region, s3Key, s3Secret, catalogToken string
@@ -275,6 +251,20 @@ func (c *Config) validate() []error {
 		bad("PHILOTES_LOG_FORMAT=%q: use json or text", c.LogFormat)
 	}
 	return errs
+}
+
+// fromEnv parses variable name when it is set, recording a message naming it when it does not parse.
+func fromEnv[T any](getenv func(string) string, errs *[]error, name string, def T, parse func(string) (T, error), want string) T {
+	s := getenv(name)
+	if s == "" {
+		return def
+	}
+	v, err := parse(s)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("%s=%q: %s", name, s, want))
+		return def
+	}
+	return v
 }
 
 // BufferSharesSource reports whether the buffer database is the source database (same host, port and database).
