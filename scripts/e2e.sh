@@ -15,7 +15,7 @@ start=$(date +%s)
 echo "e2e: tools ready after $(($(date +%s) - start))s" >&2
 
 mkdir -p "$root/bin"
-(cd "$root" && go build -o bin/philotes-worker ./cmd/philotes-worker)
+(cd "$root" && CGO_ENABLED=0 go build -o bin/philotes-worker ./cmd/philotes-worker)
 export PHILOTES_WORKER_BIN="$root/bin/philotes-worker"
 
 cd "$root/test/e2e"
