@@ -58,7 +58,7 @@ func run(o options, log *slog.Logger) error {
 	}
 	fmt.Println("demo: starting the stack (etcd, apiserver, controller-manager, KEDA, Prometheus, PostgreSQL)…")
 	start := time.Now()
-	s, err := stack.Start(ctx, stack.Config{Logger: log, KeepDir: o.keep})
+	s, err := stack.Start(ctx, stack.Config{Logger: log})
 	if err != nil {
 		return err
 	}
