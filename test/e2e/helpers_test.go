@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"text/tabwriter"
 	"time"
 
 	"github.com/philotes/philotes-worker/test/e2e/netns"
@@ -47,15 +49,50 @@ func (w *tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestMain removes the stand-in worker built for the run.
+// TestMain prints the reaction times the tests measured and removes the
+// binaries built for the run.
 func TestMain(m *testing.M) {
 	code := m.Run()
+	printReactions(os.Stdout)
 	for _, p := range []string{fakeWorkerPath, workerPath} {
 		if p != "" {
 			os.RemoveAll(filepath.Dir(p))
 		}
 	}
 	os.Exit(code)
+}
+
+// reaction is one measured reaction time.
+type reaction struct {
+	test, what string
+	took       time.Duration
+}
+
+var (
+	reactionsMu sync.Mutex
+	reactions   []reaction
+)
+
+// recordReaction keeps a reaction time for the summary at the end of the run.
+func recordReaction(t *testing.T, what string, took time.Duration) {
+	t.Logf("reaction: %s %s", what, took.Round(100*time.Millisecond))
+	reactionsMu.Lock()
+	defer reactionsMu.Unlock()
+	reactions = append(reactions, reaction{test: t.Name(), what: what, took: took})
+}
+
+func printReactions(w io.Writer) {
+	reactionsMu.Lock()
+	defer reactionsMu.Unlock()
+	if len(reactions) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "REACTION TIMES\ttest\tseconds")
+	for _, r := range reactions {
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\n", r.what, r.test, r.took.Seconds())
+	}
+	tw.Flush()
 }
 
 var (

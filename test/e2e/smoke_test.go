@@ -130,10 +130,10 @@ func TestSmoke(t *testing.T) {
 		t.Error(err)
 	}
 	if at, ok := report.FirstAt(samples, loadAt, func(x report.Sample) bool { return x.Replicas > 1 }); ok {
-		t.Logf("reaction: load to first scale-out %s", at.Sub(loadAt).Round(100*time.Millisecond))
+		recordReaction(t, "load to first scale-out", at.Sub(loadAt))
 	}
 	if at, ok := report.FirstAt(samples, loadAt, func(x report.Sample) bool { return x.Ready == 4 }); ok {
-		t.Logf("reaction: load to full scale (4 ready) %s", at.Sub(loadAt).Round(100*time.Millisecond))
+		recordReaction(t, "load to full scale (4 ready)", at.Sub(loadAt))
 	}
 }
 
@@ -149,10 +149,11 @@ func reportDir(t *testing.T) string {
 	return d
 }
 
-// waitReady waits until the Deployment has exactly want replicas, all Ready.
-func waitReady(t *testing.T, s *stack.Stack, ns, name string, want int32, timeout time.Duration) {
+// waitReady waits until the Deployment has exactly want replicas, all Ready,
+// and returns how long that took.
+func waitReady(t *testing.T, s *stack.Stack, ns, name string, want int32, timeout time.Duration) time.Duration {
 	t.Helper()
-	eventually(t, timeout, fmt.Sprintf("deployment %s at %d ready replicas", name, want), func(ctx context.Context) error {
+	return eventually(t, timeout, fmt.Sprintf("deployment %s at %d ready replicas", name, want), func(ctx context.Context) error {
 		d, err := s.Kube.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err

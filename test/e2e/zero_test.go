@@ -64,13 +64,14 @@ func TestScaleToZero(t *testing.T) {
 	waitScaledObjectReady(t, s, ns, name)
 
 	phases := []struct {
-		name string
-		sql  string
-		want int32
+		name     string
+		sql      string
+		want     int32
+		reaction string
 	}{
-		{"idle goes to zero", "", 0},
-		{"250 rows wake it to ceil(250/100)", "INSERT INTO public.pending SELECT generate_series(1, 250)", 3},
-		{"rows gone sends it back to zero", "DELETE FROM public.pending", 0},
+		{"idle goes to zero", "", 0, ""},
+		{"250 rows wake it to ceil(250/100)", "INSERT INTO public.pending SELECT generate_series(1, 250)", 3, "write to wake (3 ready)"},
+		{"rows gone sends it back to zero", "DELETE FROM public.pending", 0, "idle to zero"},
 	}
 	for _, ph := range phases {
 		t.Run(ph.name, func(t *testing.T) {
@@ -79,7 +80,10 @@ func TestScaleToZero(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			waitReady(t, s, ns, name, ph.want, 90*time.Second)
+			took := waitReady(t, s, ns, name, ph.want, 90*time.Second)
+			if ph.reaction != "" {
+				recordReaction(t, ph.reaction, took)
+			}
 		})
 	}
 }
