@@ -15,12 +15,9 @@ import (
 
 // Events survive the trip through chunks unchanged, whatever the chunk boundaries, and claims are exclusive.
 func TestAppendClaimRoundTrip(t *testing.T) {
-	s := pgtest.New(t, pgtest.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	b, err := buffer.Open(ctx, s.MustCreateDatabase(t, "buf"), "src", 4)
-	require.NoError(t, err)
-	defer b.Close()
+	b := openBuffer(t)
 
 	cases := []struct {
 		name  string
@@ -91,12 +88,9 @@ func TestAppendClaimRoundTrip(t *testing.T) {
 
 // A rolled-back claim gives its events back.
 func TestRollbackReleasesClaim(t *testing.T) {
-	s := pgtest.New(t, pgtest.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	b, err := buffer.Open(ctx, s.MustCreateDatabase(t, "buf"), "src", 4)
-	require.NoError(t, err)
-	defer b.Close()
+	b := openBuffer(t)
 	batch := &buffer.Batch{FirstID: 1}
 	for i := range 3 {
 		batch.Add(buffer.Position{CommitLSN: 10, Seq: int32(i + 1)}, 5, time.Now(), 1, change.Delete, nil, []byte{1})
@@ -110,6 +104,18 @@ func TestRollbackReleasesClaim(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, again.Events, 3)
 	again.Rollback()
+}
+
+// openBuffer starts a PostgreSQL server and opens a fresh buffer in it for source "src".
+func openBuffer(t *testing.T) *buffer.Buffer {
+	t.Helper()
+	s := pgtest.New(t, pgtest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b, err := buffer.Open(ctx, s.MustCreateDatabase(t, "buf"), "src", 4)
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	return b
 }
 
 func repeat(n, size int) []int {

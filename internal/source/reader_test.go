@@ -16,6 +16,7 @@ import (
 	"github.com/philotes/philotes-worker/internal/change"
 	"github.com/philotes/philotes-worker/internal/pgtest"
 	"github.com/philotes/philotes-worker/internal/source"
+	"github.com/philotes/philotes-worker/internal/testutil"
 )
 
 var server *pgtest.Server
@@ -101,16 +102,7 @@ func start(r *source.Reader) (stop func()) {
 	return func() { cancel(); wg.Wait() }
 }
 
-func eventually(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval, bounded by the deadline
-	}
-}
+var eventually = testutil.Eventually
 
 func depth(t *testing.T, b *buffer.Buffer) int64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

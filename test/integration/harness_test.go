@@ -30,6 +30,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/philotes/philotes-worker/internal/pgtest"
+	"github.com/philotes/philotes-worker/internal/testutil"
 )
 
 var (
@@ -237,16 +238,7 @@ func (p *proc) ready() bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-func eventually(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval, bounded by the deadline
-	}
-}
+var eventually = testutil.Eventually
 
 // reader returns the one replica that holds the reader role, waiting for there to be exactly one.
 func reader(t *testing.T, procs ...*proc) *proc {
