@@ -1,0 +1,368 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	iceberg "github.com/apache/iceberg-go"
+	sqlcat "github.com/apache/iceberg-go/catalog/sql"
+	"github.com/apache/iceberg-go/table"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/philotes/philotes-worker/test/e2e/chart"
+	"github.com/philotes/philotes-worker/test/e2e/report"
+	"github.com/philotes/philotes-worker/test/e2e/stack"
+)
+
+// TestZeroWakeNoLoss is scale to zero with the real chart and the real
+// worker, configured only through the chart's values (minReplicaCount 0, the
+// chart's PostgreSQL trigger on the slot's unconfirmed WAL): rows written are
+// processed; idle, the Deployment goes to 0 after the cooldown; rows written
+// while at zero wake it through the PostgreSQL trigger (no worker metric
+// exists then); and every row of both batches is in the Iceberg table exactly
+// once.
+func TestZeroWakeNoLoss(t *testing.T) {
+	s := startStack(t)
+	startNode(t, s, workerBinary(t))
+	ctx := t.Context()
+
+	src, err := s.ConnectPostgres(ctx, stack.SourceDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close(context.Background()) })
+	const srcTable = "zero_events"
+	if _, err := src.Exec(ctx, `CREATE TABLE public.`+srcTable+` (id bigint PRIMARY KEY, note text NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+
+	const (
+		ns, name   = "e2e", "philotes-worker"
+		slot       = "philotes_cdc"
+		activation = 20000 // unconfirmed WAL bytes that wake it
+	)
+	warehouse := "file://" + filepath.Join(t.TempDir(), "warehouse")
+	values := map[string]any{
+		"image":                         map[string]any{"repository": "philotes-worker", "tag": "e2e"},
+		"terminationGracePeriodSeconds": 20,
+		"worker": map[string]any{
+			"slot":                   slot,
+			"shutdownTimeoutSeconds": 10,
+			"iceberg":                map[string]any{"warehouse": warehouse},
+		},
+		"database": map[string]any{
+			"sourceUrl": stack.PostgresURL(stack.SourceDB),
+			"bufferUrl": stack.PostgresURL(stack.BufferDB),
+		},
+		"keda": map[string]any{
+			"enabled":         true,
+			"minReplicaCount": 0,
+			"maxReplicas":     2,
+			"pollingInterval": 2,
+			"cooldownPeriod":  10,
+			"advanced": map[string]any{"horizontalPodAutoscalerConfig": map[string]any{"behavior": map[string]any{
+				"scaleDown": map[string]any{"stabilizationWindowSeconds": 5,
+					"policies": []any{map[string]any{"type": "Percent", "value": 100, "periodSeconds": 5}}},
+			}}},
+			"prometheus": map[string]any{
+				"serverAddress": stack.PrometheusURL,
+				"lagTrigger":    map[string]any{"threshold": "30", "activationThreshold": "5"},
+				"bufferTrigger": map[string]any{"threshold": "500", "activationThreshold": "10"},
+			},
+			"postgresql": map[string]any{
+				"enabled":  true,
+				"host":     stack.PostgresHost,
+				"port":     strconv.Itoa(stack.PostgresPort),
+				"database": stack.SourceDB,
+				"user":     "postgres",
+				"password": "unused-trust-auth", // the stack's PostgreSQL trusts loopback
+				"sslMode":  "disable",
+				// ceil(unconfirmed/500000) replicas; a missing slot reads as 500000: one replica
+				"targetQueryValue":           "500000",
+				"activationTargetQueryValue": strconv.Itoa(activation),
+			},
+		},
+	}
+	installCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	rel, err := chart.Install(installCtx, s, chartDir, name, ns, values, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := rel.Uninstall(); err != nil {
+			t.Errorf("uninstall: %v", err)
+		}
+	})
+	waitScaledObjectReady(t, s, ns, name)
+	checkChartPostgresTrigger(t, s, ns, name, slot)
+
+	rec := report.Start(report.Config{
+		Kube: s.Kube, Namespace: ns, Deployment: name, HPA: "keda-hpa-" + name,
+		Query:          func(ctx context.Context, q string) (float64, error) { return promQuery(ctx, s, q) },
+		LagQuery:       `max(philotes_cdc_lag_seconds{namespace="e2e"})`,
+		DepthQuery:     `max(philotes_buffer_depth{namespace="e2e"})`,
+		ProcessedQuery: `sum(rate(philotes_buffer_events_processed_total{namespace="e2e"}[15s]))`,
+	})
+	defer func() {
+		samples := rec.Stop()
+		if err := report.WriteCSV(filepath.Join(reportDir(t), "zero-chart.csv"), samples); err != nil {
+			t.Error(err)
+		}
+		if err := report.WriteSVG(filepath.Join(reportDir(t), "zero-chart.svg"),
+			"zero: real chart + worker, idle to 0, woken by the PostgreSQL trigger", samples); err != nil {
+			t.Error(err)
+		}
+	}()
+
+	lk := openLake(t, s, warehouse)
+	insert := func(t *testing.T, from, to int) {
+		t.Helper()
+		if _, err := src.Exec(ctx, `INSERT INTO public.`+srcTable+` SELECT g, 'row ' || g || ' ' || repeat('x', 100) FROM generate_series($1::bigint, $2::bigint) g`, from, to); err != nil {
+			t.Fatalf("insert %d..%d: %v", from, to, err)
+		}
+		t.Logf("inserted ids %d..%d", from, to)
+	}
+	const n1, n2 = 1000, 2000
+
+	t.Run("rows written are processed by a worker", func(t *testing.T) {
+		// The slot is where CDC starts: rows written before it exists are not
+		// captured. The Deployment's first pod creates it; with the chart's
+		// default initialCooldownPeriod (KEDA's 0) KEDA may already have scaled
+		// that pod to zero, and then these rows are what wakes it (a missing
+		// slot reads as the trigger's target and wakes it too).
+		eventually(t, 90*time.Second, "the worker's slot created", func(ctx context.Context) error {
+			var n int
+			if err := src.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&n); err != nil {
+				return err
+			}
+			if n != 1 {
+				return fmt.Errorf("no slot %s", slot)
+			}
+			return nil
+		})
+		if d, err := s.Kube.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{}); err == nil && d.Spec.Replicas != nil {
+			t.Logf("deployment wants %d replicas (%d ready) when the first rows are written", *d.Spec.Replicas, d.Status.ReadyReplicas)
+		}
+		start := time.Now()
+		insert(t, 1, n1)
+		eventually(t, 90*time.Second, "a worker Ready", func(ctx context.Context) error {
+			return readyAtLeast(ctx, s, ns, name, 1)
+		})
+		waitInLake(t, lk, srcTable, n1, 120*time.Second)
+		recordReaction(t, "first batch: write to in the lake", time.Since(start))
+	})
+
+	t.Run("idle goes to zero after the cooldown", func(t *testing.T) {
+		took := waitReady(t, s, ns, name, 0, 120*time.Second)
+		recordReaction(t, "idle to zero", took)
+		eventually(t, 30*time.Second, "no worker pod left", func(ctx context.Context) error {
+			pods, err := s.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=" + name})
+			if err != nil {
+				return err
+			}
+			if len(pods.Items) != 0 {
+				return fmt.Errorf("%d pods", len(pods.Items))
+			}
+			return nil
+		})
+		var lag int64
+		if err := src.QueryRow(ctx, `SELECT COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), -1)::bigint FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&lag); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("unconfirmed WAL at zero: %d bytes (activation %d)", lag, activation)
+		if lag > activation {
+			t.Errorf("unconfirmed WAL %d bytes at zero is above the activation %d: it would wake at once", lag, activation)
+		}
+	})
+
+	t.Run("rows written at zero wake it through the PostgreSQL trigger", func(t *testing.T) {
+		start := time.Now()
+		insert(t, n1+1, n1+n2)
+		took := eventually(t, 90*time.Second, "a worker Ready again", func(ctx context.Context) error {
+			return readyAtLeast(ctx, s, ns, name, 1)
+		})
+		recordReaction(t, "write to wake (1 ready)", took)
+		waitInLake(t, lk, srcTable, n1+n2, 180*time.Second)
+		recordReaction(t, "write at zero to in the lake", time.Since(start))
+	})
+
+	t.Run("every row is in the lake exactly once", func(t *testing.T) {
+		buf, err := s.ConnectPostgres(ctx, stack.BufferDB)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer buf.Close(context.Background())
+		eventually(t, 60*time.Second, "an empty buffer", func(ctx context.Context) error {
+			var depth int64
+			if err := buf.QueryRow(ctx, `SELECT COALESCE(sum(events), 0)::bigint FROM philotes.event_chunks WHERE source = $1`, slot).Scan(&depth); err != nil {
+				return err
+			}
+			if depth != 0 {
+				return fmt.Errorf("depth %d", depth)
+			}
+			return nil
+		})
+		got, err := lk.inserts(ctx, srcTable)
+		if err != nil {
+			t.Fatal(err)
+		}
+		missing, dup := 0, 0
+		for id := int64(1); id <= n1+n2; id++ {
+			switch got[id] {
+			case 0:
+				missing++
+			case 1:
+			default:
+				dup++
+			}
+		}
+		if missing != 0 || dup != 0 || len(got) != n1+n2 {
+			t.Fatalf("%d ids missing, %d written more than once, %d distinct ids (want %d)", missing, dup, len(got), n1+n2)
+		}
+		t.Logf("all %d ids in %s exactly once", n1+n2, "philotes.public_"+srcTable)
+	})
+}
+
+// checkChartPostgresTrigger checks that the chart rendered its own PostgreSQL
+// trigger (the slot's unconfirmed WAL), so the wake-up below is the chart's.
+func checkChartPostgresTrigger(t *testing.T, s *stack.Stack, ns, name, slot string) {
+	t.Helper()
+	u, err := s.Dynamic.Resource(stack.ScaledObjectGVR).Namespace(ns).Get(t.Context(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	minReplicas, _, _ := unstructured.NestedInt64(u.Object, "spec", "minReplicaCount")
+	if minReplicas != 0 {
+		t.Fatalf("minReplicaCount %d, want 0", minReplicas)
+	}
+	triggers, _, _ := unstructured.NestedSlice(u.Object, "spec", "triggers")
+	for _, tr := range triggers {
+		m, _ := tr.(map[string]any)
+		if m["type"] != "postgresql" {
+			continue
+		}
+		md, _ := m["metadata"].(map[string]any)
+		t.Logf("chart's postgresql trigger query: %v", md["query"])
+		return
+	}
+	t.Fatalf("no postgresql trigger in %v", triggers)
+}
+
+// readyAtLeast is nil once the Deployment wants and has at least n Ready replicas.
+func readyAtLeast(ctx context.Context, s *stack.Stack, ns, name string, n int32) error {
+	d, err := s.Kube.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if d.Spec.Replicas == nil || *d.Spec.Replicas < n || d.Status.ReadyReplicas < n {
+		spec := int32(-1)
+		if d.Spec.Replicas != nil {
+			spec = *d.Spec.Replicas
+		}
+		return fmt.Errorf("spec %d, status %d, ready %d", spec, d.Status.Replicas, d.Status.ReadyReplicas)
+	}
+	return nil
+}
+
+// lake reads the worker's Iceberg tables through the SQL catalog in the
+// buffer database (the worker's default catalog), over the namespace.
+type lake struct {
+	cat *sqlcat.Catalog
+}
+
+func openLake(t *testing.T, s *stack.Stack, warehouse string) lake {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(stack.PostgresURL(stack.BufferDB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return s.NS.DialContext(ctx, network, addr)
+	}
+	cfg.LookupFunc = func(ctx context.Context, host string) ([]string, error) { return []string{host}, nil }
+	db := stdlib.OpenDB(*cfg)
+	t.Cleanup(func() { db.Close() })
+	return lake{cat: newSQLCatalog(t, db, warehouse)}
+}
+
+func newSQLCatalog(t *testing.T, db *sql.DB, warehouse string) *sqlcat.Catalog {
+	t.Helper()
+	cat, err := sqlcat.NewCatalog("philotes", db, sqlcat.Postgres, iceberg.Properties{"warehouse": warehouse})
+	if err != nil {
+		t.Fatalf("iceberg sql catalog: %v", err)
+	}
+	return cat
+}
+
+// inserts counts, per id, the insert rows of the table for sourceTable (nil,
+// nil while the table does not exist).
+func (l lake) inserts(ctx context.Context, sourceTable string) (map[int64]int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	tbl, err := l.cat.LoadTable(ctx, table.Identifier{"philotes", "public_" + sourceTable})
+	if err != nil {
+		return nil, nil
+	}
+	at, err := tbl.Scan(table.WithSelectedFields("id", "_op")).ToArrowTable(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("scan: %w", err)
+	}
+	defer at.Release()
+	out := map[int64]int{}
+	idIdx := at.Schema().FieldIndices("id")[0]
+	opIdx := at.Schema().FieldIndices("_op")[0]
+	for ci, chunk := range at.Column(idIdx).Data().Chunks() {
+		ops, ok := at.Column(opIdx).Data().Chunk(ci).(*array.String)
+		if !ok {
+			return nil, fmt.Errorf("_op column type %T", at.Column(opIdx).Data().Chunk(ci))
+		}
+		for i := 0; i < chunk.Len(); i++ {
+			if ops.Value(i) != "insert" {
+				continue
+			}
+			switch ids := chunk.(type) {
+			case *array.Int64:
+				out[ids.Value(i)]++
+			case *array.Int32:
+				out[int64(ids.Value(i))]++
+			default:
+				return nil, fmt.Errorf("id column type %T", chunk)
+			}
+		}
+	}
+	return out, nil
+}
+
+// waitInLake waits until ids 1..n are all in the lake.
+func waitInLake(t *testing.T, l lake, sourceTable string, n int, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, fmt.Sprintf("ids 1..%d in the lake", n), func(context.Context) error {
+		got, err := l.inserts(t.Context(), sourceTable) // a scan may take longer than one poll's context
+		if err != nil {
+			return err
+		}
+		have := 0
+		for id := int64(1); id <= int64(n); id++ {
+			if got[id] > 0 {
+				have++
+			}
+		}
+		if have < n {
+			return fmt.Errorf("%d of %d ids", have, n)
+		}
+		return nil
+	})
+}
