@@ -540,7 +540,7 @@ func TestAdvancedScaledObjectOptions(t *testing.T) {
 	require.False(t, has(so, "metadata", "annotations"))
 	require.False(t, has(so, "spec", "advanced", "scalingModifiers"))
 	require.False(t, has(so, "spec", "advanced", "restoreToOriginalReplicaCount"))
-	require.False(t, has(so, "spec", "initialCooldownPeriod"))
+	require.Equal(t, float64(60), get(t, so, "spec", "initialCooldownPeriod"), "the first pod gets a minute before the first scale to zero")
 }
 
 // TestScaledJobRunsDrain checks that the ScaledJob runs `philotes-worker drain` once per job on the buffer depth.

@@ -72,6 +72,8 @@ func TestZeroWakeNoLoss(t *testing.T) {
 			"maxReplicas":     2,
 			"pollingInterval": 2,
 			"cooldownPeriod":  10,
+			// The first pod gets this long to create the slot and work before the first scale to zero.
+			"initialCooldownPeriod": 15,
 			"advanced": map[string]any{"horizontalPodAutoscalerConfig": map[string]any{"behavior": map[string]any{
 				"scaleDown": map[string]any{"stabilizationWindowSeconds": 5,
 					"policies": []any{map[string]any{"type": "Percent", "value": 100, "periodSeconds": 5}}},
@@ -139,10 +141,10 @@ func TestZeroWakeNoLoss(t *testing.T) {
 
 	t.Run("rows written are processed by a worker", func(t *testing.T) {
 		// The slot is where CDC starts: rows written before it exists are not
-		// captured. The Deployment's first pod creates it; with the chart's
-		// default initialCooldownPeriod (KEDA's 0) KEDA may already have scaled
-		// that pod to zero, and then these rows are what wakes it (a missing
-		// slot reads as the trigger's target and wakes it too).
+		// captured. The Deployment's first pod creates it within
+		// initialCooldownPeriod, before KEDA may scale it to zero; should it be at
+		// zero already, these rows wake it (a missing slot reads as the trigger's
+		// target and wakes it too).
 		eventually(t, 90*time.Second, "the worker's slot created", func(ctx context.Context) error {
 			var n int
 			if err := src.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&n); err != nil {
