@@ -5,15 +5,12 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"github.com/philotes/philotes-worker/test/e2e/chart"
 	"github.com/philotes/philotes-worker/test/e2e/stack"
 )
 
@@ -26,17 +23,8 @@ const chartDir = "../../charts/philotes-worker"
 func TestChart(t *testing.T) {
 	s := startStack(t)
 	startNode(t, s, fakeWorker(t))
-	ctx := t.Context()
 
-	depthFile := filepath.Join(t.TempDir(), "depth")
-	setDepth := func(v int) {
-		t.Helper()
-		if err := os.WriteFile(depthFile, fmt.Appendf(nil, "%d\n", v), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("depth set to %d", v)
-	}
-	setDepth(0)
+	depthFile, setDepth := fakeDepth(t)
 
 	const ns, name = "e2e", "philotes-worker"
 	values := map[string]any{
@@ -56,10 +44,7 @@ func TestChart(t *testing.T) {
 			"maxReplicas":     5,
 			"pollingInterval": 2,
 			"cooldownPeriod":  10,
-			"advanced": map[string]any{"horizontalPodAutoscalerConfig": map[string]any{"behavior": map[string]any{
-				"scaleDown": map[string]any{"stabilizationWindowSeconds": 5,
-					"policies": []any{map[string]any{"type": "Percent", "value": 100, "periodSeconds": 5}}},
-			}}},
+			"advanced":        fastScaleIn(),
 			"prometheus": map[string]any{
 				"serverAddress": stack.PrometheusURL,
 				"lagTrigger":    map[string]any{"enabled": false},
@@ -67,17 +52,7 @@ func TestChart(t *testing.T) {
 			},
 		},
 	}
-	installCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	rel, err := chart.Install(installCtx, s, chartDir, name, ns, values, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := rel.Uninstall(); err != nil {
-			t.Errorf("uninstall: %v", err)
-		}
-	})
+	installChart(t, s, ns, name, values)
 
 	eventually(t, 60*time.Second, "the chart's ScaledObject Ready", func(ctx context.Context) error {
 		u, err := s.Dynamic.Resource(stack.ScaledObjectGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})

@@ -14,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"github.com/philotes/philotes-worker/test/e2e/chart"
 	"github.com/philotes/philotes-worker/test/e2e/stack"
 )
 
@@ -62,17 +61,7 @@ func TestChartWorker(t *testing.T) {
 			},
 		},
 	}
-	installCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	rel, err := chart.Install(installCtx, s, chartDir, name, ns, values, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := rel.Uninstall(); err != nil {
-			t.Errorf("uninstall: %v", err)
-		}
-	})
+	installChart(t, s, ns, name, values)
 	waitScaledObjectReady(t, s, ns, name)
 	waitReady(t, s, ns, name, 1, 90*time.Second)
 

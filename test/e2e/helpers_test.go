@@ -16,6 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/philotes/philotes-worker/test/e2e/chart"
 	"github.com/philotes/philotes-worker/test/e2e/netns"
 	"github.com/philotes/philotes-worker/test/e2e/node"
 	"github.com/philotes/philotes-worker/test/e2e/stack"
@@ -194,4 +195,44 @@ func eventually(t *testing.T, timeout time.Duration, what string, check func(ctx
 	took := time.Since(start)
 	t.Logf("%s: after %s", what, took.Round(100*time.Millisecond))
 	return took
+}
+
+// installChart installs the worker chart (chartDir) with values through Helm and uninstalls it at cleanup.
+func installChart(t *testing.T, s *stack.Stack, ns, name string, values map[string]any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	rel, err := chart.Install(ctx, s, chartDir, name, ns, values, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := rel.Uninstall(); err != nil {
+			t.Errorf("uninstall: %v", err)
+		}
+	})
+}
+
+// fakeDepth returns the file the stand-in worker reads its buffer depth from, and a setter; the depth starts at 0.
+func fakeDepth(t *testing.T) (string, func(int)) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "depth")
+	set := func(v int) {
+		t.Helper()
+		if err := os.WriteFile(file, fmt.Appendf(nil, "%d\n", v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("depth set to %d", v)
+	}
+	set(0)
+	return file, set
+}
+
+// fastScaleIn is the chart's keda.advanced for the scenarios: scale in completely within 5 s, so scale-in phases
+// finish inside their deadlines.
+func fastScaleIn() map[string]any {
+	return map[string]any{"horizontalPodAutoscalerConfig": map[string]any{"behavior": map[string]any{
+		"scaleDown": map[string]any{"stabilizationWindowSeconds": 5,
+			"policies": []any{map[string]any{"type": "Percent", "value": 100, "periodSeconds": 5}}},
+	}}}
 }

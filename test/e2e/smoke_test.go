@@ -31,15 +31,7 @@ func TestSmoke(t *testing.T) {
 	startNode(t, s, fakeWorker(t))
 	ctx := t.Context()
 
-	depthFile := filepath.Join(t.TempDir(), "depth")
-	setDepth := func(v int) {
-		t.Helper()
-		if err := os.WriteFile(depthFile, fmt.Appendf(nil, "%d\n", v), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("depth set to %d", v)
-	}
-	setDepth(0)
+	depthFile, setDepth := fakeDepth(t)
 
 	const ns, name = "default", "smoke"
 	dep := fakeDeployment(ns, name, depthFile)

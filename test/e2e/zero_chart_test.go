@@ -21,7 +21,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"github.com/philotes/philotes-worker/test/e2e/chart"
 	"github.com/philotes/philotes-worker/test/e2e/report"
 	"github.com/philotes/philotes-worker/test/e2e/stack"
 )
@@ -74,10 +73,7 @@ func TestZeroWakeNoLoss(t *testing.T) {
 			"cooldownPeriod":  10,
 			// The first pod gets this long to create the slot and work before the first scale to zero.
 			"initialCooldownPeriod": 15,
-			"advanced": map[string]any{"horizontalPodAutoscalerConfig": map[string]any{"behavior": map[string]any{
-				"scaleDown": map[string]any{"stabilizationWindowSeconds": 5,
-					"policies": []any{map[string]any{"type": "Percent", "value": 100, "periodSeconds": 5}}},
-			}}},
+			"advanced":              fastScaleIn(),
 			"prometheus": map[string]any{
 				"serverAddress": stack.PrometheusURL,
 				"lagTrigger":    map[string]any{"threshold": "30", "activationThreshold": "5"},
@@ -97,17 +93,7 @@ func TestZeroWakeNoLoss(t *testing.T) {
 			},
 		},
 	}
-	installCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	rel, err := chart.Install(installCtx, s, chartDir, name, ns, values, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := rel.Uninstall(); err != nil {
-			t.Errorf("uninstall: %v", err)
-		}
-	})
+	installChart(t, s, ns, name, values)
 	waitScaledObjectReady(t, s, ns, name)
 	checkChartPostgresTrigger(t, s, ns, name, slot)
 
