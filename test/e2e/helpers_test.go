@@ -198,7 +198,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, check func(ctx
 }
 
 // installChart installs the worker chart (chartDir) with values through Helm and uninstalls it at cleanup.
-func installChart(t *testing.T, s *stack.Stack, ns, name string, values map[string]any) {
+func installChart(t *testing.T, s *stack.Stack, ns, name string, values map[string]any) *chart.Release {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
@@ -211,6 +211,7 @@ func installChart(t *testing.T, s *stack.Stack, ns, name string, values map[stri
 			t.Errorf("uninstall: %v", err)
 		}
 	})
+	return rel
 }
 
 // fakeDepth returns the file the stand-in worker reads its buffer depth from, and a setter; the depth starts at 0.

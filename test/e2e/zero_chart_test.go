@@ -4,20 +4,12 @@ package e2e
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow/array"
-	iceberg "github.com/apache/iceberg-go"
-	sqlcat "github.com/apache/iceberg-go/catalog/sql"
-	"github.com/apache/iceberg-go/table"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -203,22 +195,8 @@ func TestZeroWakeNoLoss(t *testing.T) {
 			}
 			return nil
 		})
-		got, err := lk.inserts(ctx, srcTable)
-		if err != nil {
+		if err := lk.exactlyOnce(ctx, srcTable, n1+n2); err != nil {
 			t.Fatal(err)
-		}
-		missing, dup := 0, 0
-		for id := int64(1); id <= n1+n2; id++ {
-			switch got[id] {
-			case 0:
-				missing++
-			case 1:
-			default:
-				dup++
-			}
-		}
-		if missing != 0 || dup != 0 || len(got) != n1+n2 {
-			t.Fatalf("%d ids missing, %d written more than once, %d distinct ids (want %d)", missing, dup, len(got), n1+n2)
 		}
 		t.Logf("all %d ids in %s exactly once", n1+n2, "philotes.public_"+srcTable)
 	})
@@ -263,94 +241,4 @@ func readyAtLeast(ctx context.Context, s *stack.Stack, ns, name string, n int32)
 		return fmt.Errorf("spec %d, status %d, ready %d", spec, d.Status.Replicas, d.Status.ReadyReplicas)
 	}
 	return nil
-}
-
-// lake reads the worker's Iceberg tables through the SQL catalog in the
-// buffer database (the worker's default catalog), over the namespace.
-type lake struct {
-	cat *sqlcat.Catalog
-}
-
-func openLake(t *testing.T, s *stack.Stack, warehouse string) lake {
-	t.Helper()
-	cfg, err := pgx.ParseConfig(stack.PostgresURL(stack.BufferDB))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return s.NS.DialContext(ctx, network, addr)
-	}
-	cfg.LookupFunc = func(ctx context.Context, host string) ([]string, error) { return []string{host}, nil }
-	db := stdlib.OpenDB(*cfg)
-	t.Cleanup(func() { db.Close() })
-	return lake{cat: newSQLCatalog(t, db, warehouse)}
-}
-
-func newSQLCatalog(t *testing.T, db *sql.DB, warehouse string) *sqlcat.Catalog {
-	t.Helper()
-	cat, err := sqlcat.NewCatalog("philotes", db, sqlcat.Postgres, iceberg.Properties{"warehouse": warehouse})
-	if err != nil {
-		t.Fatalf("iceberg sql catalog: %v", err)
-	}
-	return cat
-}
-
-// inserts counts, per id, the insert rows of the table for sourceTable (nil,
-// nil while the table does not exist).
-func (l lake) inserts(ctx context.Context, sourceTable string) (map[int64]int, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	tbl, err := l.cat.LoadTable(ctx, table.Identifier{"philotes", "public_" + sourceTable})
-	if err != nil {
-		return nil, nil
-	}
-	at, err := tbl.Scan(table.WithSelectedFields("id", "_op")).ToArrowTable(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("scan: %w", err)
-	}
-	defer at.Release()
-	out := map[int64]int{}
-	idIdx := at.Schema().FieldIndices("id")[0]
-	opIdx := at.Schema().FieldIndices("_op")[0]
-	for ci, chunk := range at.Column(idIdx).Data().Chunks() {
-		ops, ok := at.Column(opIdx).Data().Chunk(ci).(*array.String)
-		if !ok {
-			return nil, fmt.Errorf("_op column type %T", at.Column(opIdx).Data().Chunk(ci))
-		}
-		for i := 0; i < chunk.Len(); i++ {
-			if ops.Value(i) != "insert" {
-				continue
-			}
-			switch ids := chunk.(type) {
-			case *array.Int64:
-				out[ids.Value(i)]++
-			case *array.Int32:
-				out[int64(ids.Value(i))]++
-			default:
-				return nil, fmt.Errorf("id column type %T", chunk)
-			}
-		}
-	}
-	return out, nil
-}
-
-// waitInLake waits until ids 1..n are all in the lake.
-func waitInLake(t *testing.T, l lake, sourceTable string, n int, timeout time.Duration) {
-	t.Helper()
-	eventually(t, timeout, fmt.Sprintf("ids 1..%d in the lake", n), func(context.Context) error {
-		got, err := l.inserts(t.Context(), sourceTable) // a scan may take longer than one poll's context
-		if err != nil {
-			return err
-		}
-		have := 0
-		for id := int64(1); id <= int64(n); id++ {
-			if got[id] > 0 {
-				have++
-			}
-		}
-		if have < n {
-			return fmt.Errorf("%d of %d ids", have, n)
-		}
-		return nil
-	})
 }

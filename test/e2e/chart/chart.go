@@ -23,6 +23,7 @@ import (
 // Release names one installed chart.
 type Release struct {
 	Name, Namespace string
+	dir             string
 	cfg             *action.Configuration
 }
 
@@ -66,7 +67,24 @@ func Install(ctx context.Context, s *stack.Stack, dir, name, namespace string, v
 	if _, err := inst.RunWithContext(ctx, ch, values); err != nil {
 		return nil, fmt.Errorf("helm install %s: %w", name, err)
 	}
-	return &Release{Name: name, Namespace: namespace, cfg: cfg}, nil
+	return &Release{Name: name, Namespace: namespace, dir: dir, cfg: cfg}, nil
+}
+
+// Upgrade upgrades the release to values (replacing the values it had, as
+// `helm upgrade -f` without --reuse-values does). It does not wait either.
+func (r *Release) Upgrade(ctx context.Context, values map[string]any) error {
+	ch, err := loader.Load(r.dir)
+	if err != nil {
+		return fmt.Errorf("load chart %s: %w", r.dir, err)
+	}
+	up := action.NewUpgrade(r.cfg)
+	up.Namespace = r.Namespace
+	up.WaitStrategy = kube.HookOnlyStrategy
+	up.Timeout = 2 * time.Minute
+	if _, err := up.RunWithContext(ctx, r.Name, ch, values); err != nil {
+		return fmt.Errorf("helm upgrade %s: %w", r.Name, err)
+	}
+	return nil
 }
 
 // Uninstall removes the release.

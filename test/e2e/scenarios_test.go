@@ -1,0 +1,696 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/philotes/philotes-worker/test/e2e/chart"
+	"github.com/philotes/philotes-worker/test/e2e/report"
+	"github.com/philotes/philotes-worker/test/e2e/stack"
+)
+
+// TestScenarios runs the autoscaling scenarios one after another on one
+// stack, one release of the real chart and the real worker, each phase
+// changing the release's values with `helm upgrade` as a user would:
+//
+//   - lag: a backlog pushes philotes_cdc_lag_seconds over its threshold,
+//     replicas rise (never above max); once caught up they fall back to min;
+//   - buffer: a burst gives ceil(peak depth / threshold) replicas, and back to
+//     min after the stabilization window;
+//   - cooldown: a load that comes and goes never makes replicas fall inside
+//     the scale-down stabilization window, and they do fall after it;
+//   - fallback: with Prometheus stopped the workers hold the chart's fallback
+//     count, never zero, while rows keep arriving; restarted, replicas follow
+//     the load again;
+//   - zero: idle goes to 0 replicas; rows written at zero wake it through the
+//     chart's PostgreSQL trigger;
+//   - loss: every row written in all of the above is in the Iceberg tables
+//     exactly once.
+//
+// Each phase writes e2e-report/scenario-<phase>.csv and .svg.
+func TestScenarios(t *testing.T) {
+	sc := newScenarios(t)
+
+	// Thresholds are in events; the worker drains slowly on purpose (one
+	// processor per replica, small claims), so that a burst stays in the
+	// buffer long enough for the autoscaler to react to it.
+	const (
+		lagRows      = 150_000
+		lagThreshold = 5.0 // seconds per replica
+		burstRows    = 200_000
+		// Buffer threshold: the whole burst would ask for 4 replicas, but the
+		// reader appends it over a few seconds while the first replica drains,
+		// so the depth peaks near 3 thresholds, and stays above one for
+		// several HPA syncs (5 s here).
+		perReplica = burstRows / 4.0
+		window     = 30 // cooldown phase's scale-down stabilization, seconds
+	)
+
+	t.Run("lag", func(t *testing.T) {
+		sc.upgrade(t, knobs{lag: lagThreshold, window: 10})
+		sc.settle(t)
+		rec := sc.record(t, "lag", fmt.Sprintf("lag: %d rows at once, %.0f s of lag per replica, max %d", lagRows, lagThreshold, scMax))
+		start := time.Now()
+		sc.insert(t, "lag_events", lagRows)
+		took := sc.waitDesiredAbove(t, 1, 120*time.Second)
+		recordReaction(t, "lag: write to first scale-out", took)
+		sc.waitCaughtUp(t, 240*time.Second)
+		caughtUp := time.Now()
+		waitReady(t, sc.s, scNS, scName, 1, 120*time.Second)
+		recordReaction(t, "lag: caught up to back at min", time.Since(caughtUp))
+		samples := rec.stop(t)
+
+		over, ok := report.FirstAt(samples, start, func(x report.Sample) bool { return x.Lag > lagThreshold })
+		if !ok {
+			t.Fatalf("lag never went over %.0f s: the backlog was too small to test lag scaling", lagThreshold)
+		}
+		out, _ := report.FirstAt(samples, start, func(x report.Sample) bool { return x.Desired > 1 })
+		// The lag trigger is the only trigger: scaling out before the lag
+		// crossed its threshold would be something else scaling.
+		if out.Before(over.Add(-3 * time.Second)) {
+			t.Errorf("scaled out at +%s, before the lag crossed %.0f s at +%s", out.Sub(start), lagThreshold, over.Sub(start))
+		}
+		peak := peakOf(samples, func(x report.Sample) float64 { return float64(x.Replicas) })
+		peakLag := peakOf(samples, func(x report.Sample) float64 { return x.Lag })
+		t.Logf("peak lag %.1f s, peak replicas %.0f (ceil(lag/threshold) = %.0f, max %d)", peakLag, peak, math.Ceil(peakLag/lagThreshold), scMax)
+		if peak > scMax {
+			t.Errorf("peak replicas %.0f above maxReplicas %d", peak, scMax)
+		}
+		if want := math.Min(scMax, math.Ceil(peakLag/lagThreshold)); peak < want-1 {
+			t.Errorf("peak replicas %.0f, want about ceil(%.1f/%.0f) = %.0f", peak, peakLag, lagThreshold, want)
+		}
+	})
+
+	t.Run("buffer", func(t *testing.T) {
+		sc.upgrade(t, knobs{buffer: perReplica, window: 10})
+		sc.settle(t)
+		rec := sc.record(t, "buffer", fmt.Sprintf("buffer: %d rows at once, %.0f events per replica, max %d", burstRows, perReplica, scMax))
+		start := time.Now()
+		sc.insert(t, "buffer_events", burstRows)
+		took := sc.waitDesiredAbove(t, 1, 120*time.Second)
+		recordReaction(t, "buffer: write to first scale-out", took)
+		sc.waitCaughtUp(t, 240*time.Second)
+		caughtUp := time.Now()
+		waitReady(t, sc.s, scNS, scName, 1, 120*time.Second)
+		recordReaction(t, "buffer: empty to back at min", time.Since(caughtUp))
+		samples := rec.stop(t)
+
+		peakDepth := peakOf(samples, func(x report.Sample) float64 { return x.Depth })
+		peakDesired := peakOf(samples, func(x report.Sample) float64 { return float64(x.Desired) })
+		want := math.Min(scMax, math.Ceil(peakDepth/perReplica))
+		t.Logf("peak depth %.0f, peak desired replicas %.0f, ceil(depth/threshold) = %.0f", peakDepth, peakDesired, want)
+		// The HPA sees the depth a few seconds late, by when the workers have
+		// taken some of it: one replica fewer than the peak asks is fine, more
+		// than it asks is not (that would be e.g. the depth summed over pods).
+		if peakDesired > want || peakDesired < want-1 {
+			t.Errorf("peak desired replicas %.0f, want ceil(%.0f/%.0f) = %.0f (or one fewer)", peakDesired, peakDepth, perReplica, want)
+		}
+		if full, ok := report.FirstAt(samples, start, func(x report.Sample) bool { return float64(x.Ready) >= peakDesired }); ok {
+			recordReaction(t, fmt.Sprintf("buffer: write to full scale (%.0f ready)", peakDesired), full.Sub(start))
+		}
+	})
+
+	t.Run("cooldown", func(t *testing.T) {
+		sc.upgrade(t, knobs{buffer: perReplica, window: window})
+		sc.settle(t)
+		rec := sc.record(t, "cooldown", fmt.Sprintf("cooldown: bursts of %d rows with idle gaps, scale-down window %d s", burstRows, window))
+		// Each round: a burst (into its own table, so that every round drains
+		// at the same speed), wait until it is in the lake, then an idle gap in
+		// which nothing asks for more than one replica. Without the window,
+		// replicas would fall in every gap.
+		const rounds, gap = 3, 8 * time.Second
+		for i := range rounds {
+			sc.insert(t, fmt.Sprintf("cooldown_%d_events", i+1), burstRows)
+			if i == 0 {
+				sc.waitDesiredAbove(t, 1, 120*time.Second)
+			}
+			sc.waitCaughtUp(t, 240*time.Second)
+			sc.idle(t, gap)
+		}
+		lastLoad := time.Now()
+		took := sc.waitDesiredAtMost(t, 1, time.Duration(window)*time.Second+90*time.Second)
+		samples := rec.stop(t)
+		recordReaction(t, fmt.Sprintf("cooldown: last load to scale-in (window %d s)", window), took)
+
+		// Replicas may fall only once the window has passed since the load
+		// last asked for the count they had (the HPA samples every 5 s and our
+		// view of the depth is a scrape old, hence the slack). To show the
+		// window doing the work, the load must also have gone away inside it:
+		// time at which the load asked for fewer replicas than the HPA kept.
+		const slack = 8 * time.Second
+		win := time.Duration(window) * time.Second
+		var lastHigh time.Time
+		var downs int
+		var heldLow time.Duration
+		for i := 1; i < len(samples); i++ {
+			prev, cur := samples[i-1], samples[i]
+			need := math.Max(1, math.Ceil(cur.Depth/perReplica))
+			if !math.IsNaN(cur.Depth) && need >= float64(prev.Desired) || cur.Desired > prev.Desired {
+				lastHigh = cur.At
+			}
+			if !math.IsNaN(cur.Depth) && need < float64(cur.Desired) && cur.At.Sub(lastHigh) < win-slack {
+				heldLow += cur.At.Sub(prev.At)
+			}
+			if cur.Desired < prev.Desired && cur.Desired > 0 {
+				downs++
+				if since := cur.At.Sub(lastHigh); since < win-slack {
+					t.Errorf("replicas fell %d -> %d only %s after the load last asked for %d (window %d s)",
+						prev.Desired, cur.Desired, since.Round(time.Second), prev.Desired, window)
+				}
+			}
+		}
+		t.Logf("the load asked for fewer replicas than the HPA kept for %s inside the window; %d scale-ins", heldLow.Round(time.Second), downs)
+		if heldLow < 2*gap/3 {
+			t.Errorf("the load asked for fewer replicas inside the window for only %s: the bursts did not come and go", heldLow)
+		}
+		if downs == 0 {
+			t.Errorf("replicas never fell after the load stopped at %s", lastLoad.Format(time.TimeOnly))
+		}
+		// The window must also end: the scale-in comes about window seconds
+		// after the last load, not after the HPA's default of 300 s.
+		if took > win+60*time.Second {
+			t.Errorf("scale-in %s after the last load; the window is %d s", took.Round(time.Second), window)
+		}
+	})
+
+	t.Run("fallback", func(t *testing.T) {
+		sc.upgrade(t, knobs{buffer: perReplica, window: 10})
+		sc.settle(t)
+		rec := sc.record(t, "fallback", fmt.Sprintf("fallback: Prometheus stopped, fallback %d replicas; rows keep arriving", scFallback))
+		stop := sc.trickle(t, "fallback_events", 100, 200*time.Millisecond)
+		defer stop()
+		if err := sc.s.StopPrometheus(); err != nil {
+			t.Fatal(err)
+		}
+		down := time.Now()
+		took := eventually(t, 90*time.Second, fmt.Sprintf("the fallback count (%d ready)", scFallback), func(ctx context.Context) error {
+			return readyAtLeast(ctx, sc.s, scNS, scName, scFallback)
+		})
+		recordReaction(t, "fallback: prometheus down to fallback count", took)
+		if err := sc.s.StartPrometheus(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		up := time.Now()
+		took = sc.waitDesiredAtMost(t, 1, 120*time.Second)
+		recordReaction(t, "fallback: prometheus back to following the load", took)
+		n := stop()
+		t.Logf("%d rows written while Prometheus was down and back", n)
+		waitReady(t, sc.s, scNS, scName, 1, 120*time.Second)
+		samples := rec.stop(t)
+		for _, x := range samples {
+			if !x.At.Before(down) && x.At.Before(up) && x.Replicas == 0 {
+				t.Errorf("0 replicas at %s while Prometheus was down", x.At.Format(time.TimeOnly))
+			}
+		}
+	})
+
+	t.Run("zero", func(t *testing.T) {
+		sc.upgrade(t, knobs{buffer: perReplica, window: 10, zero: true})
+		rec := sc.record(t, "zero", "zero: idle to 0 replicas, woken by the chart's PostgreSQL trigger")
+		took := waitReady(t, sc.s, scNS, scName, 0, 120*time.Second)
+		recordReaction(t, "zero: idle to zero", took)
+		var unconfirmed int64
+		if err := sc.src.QueryRow(t.Context(), `SELECT COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), -1)::bigint FROM pg_replication_slots WHERE slot_name = $1`, scSlot).Scan(&unconfirmed); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("unconfirmed WAL at zero: %d bytes (activation %d)", unconfirmed, scActivation)
+		if unconfirmed > scActivation {
+			t.Errorf("unconfirmed WAL %d bytes at zero is above the activation %d: it would wake at once", unconfirmed, scActivation)
+		}
+		start := time.Now()
+		sc.insert(t, "zero_events", 2000)
+		took = eventually(t, 90*time.Second, "a worker Ready again", func(ctx context.Context) error {
+			return readyAtLeast(ctx, sc.s, scNS, scName, 1)
+		})
+		recordReaction(t, "zero: write to wake (1 ready)", took)
+		sc.waitCaughtUp(t, 120*time.Second)
+		waitInLake(t, sc.lk, "zero_events", 2000, 120*time.Second)
+		recordReaction(t, "zero: write at zero to in the lake", time.Since(start))
+		rec.stop(t)
+	})
+
+	t.Run("loss", func(t *testing.T) {
+		sc.waitCaughtUp(t, 120*time.Second)
+		for _, tbl := range sc.tables() {
+			sc.mu.Lock()
+			n := sc.written[tbl]
+			sc.mu.Unlock()
+			if err := sc.lk.exactlyOnce(t.Context(), tbl, n); err != nil {
+				t.Error(err)
+				continue
+			}
+			t.Logf("%s: all %d ids in the lake exactly once", tbl, n)
+		}
+	})
+}
+
+const (
+	scNS, scName = "e2e", "philotes-worker"
+	scSlot       = "philotes_cdc"
+	scMax        = 4
+	scFallback   = 3
+	scActivation = 20000 // unconfirmed WAL bytes that wake it from zero
+)
+
+// knobs are what a phase changes in the release's values.
+type knobs struct {
+	lag    float64 // lag trigger threshold in seconds; 0 disables the trigger
+	buffer float64 // buffer trigger threshold in events; 0 disables the trigger
+	window int     // scale-down stabilization window in seconds
+	zero   bool    // minReplicaCount 0 with the PostgreSQL trigger
+}
+
+// scenarios is the state the phases share: one stack, one release, the
+// source rows written so far.
+type scenarios struct {
+	s         *stack.Stack
+	rel       *chart.Release
+	src, buf  *pgx.Conn
+	lk        lake
+	warehouse string
+
+	mu      sync.Mutex
+	written map[string]int // source table -> ids 1..n written
+	order   []string       // source tables in the order they were created
+}
+
+func newScenarios(t *testing.T) *scenarios {
+	s := startStack(t)
+	startNode(t, s, workerBinary(t))
+	ctx := t.Context()
+	sc := &scenarios{s: s, warehouse: "file://" + filepath.Join(t.TempDir(), "warehouse"), written: map[string]int{}}
+	var err error
+	if sc.src, err = s.ConnectPostgres(ctx, stack.SourceDB); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sc.src.Close(context.Background()) })
+	if sc.buf, err = s.ConnectPostgres(ctx, stack.BufferDB); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sc.buf.Close(context.Background()) })
+	sc.lk = openLake(t, s, sc.warehouse)
+
+	// Both Prometheus triggers at first; the phases change them.
+	sc.rel = installChart(t, s, scNS, scName, sc.values(knobs{lag: 5, buffer: 40000, window: 10}))
+	waitScaledObjectReady(t, s, scNS, scName)
+	sc.settle(t)
+	eventually(t, 60*time.Second, "the worker's slot created", func(ctx context.Context) error {
+		var n int
+		if err := sc.src.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, scSlot).Scan(&n); err != nil {
+			return err
+		}
+		if n != 1 {
+			return fmt.Errorf("no slot %s", scSlot)
+		}
+		return nil
+	})
+	return sc
+}
+
+// values are the release's values for k: the real chart with test-sized
+// intervals, a worker that drains slowly (one processor, one 256-event chunk
+// per claim: about 5k events/s per replica here), and fallback on.
+func (sc *scenarios) values(k knobs) map[string]any {
+	prom := map[string]any{
+		"serverAddress": stack.PrometheusURL,
+		"lagTrigger":    map[string]any{"enabled": false},
+		"bufferTrigger": map[string]any{"enabled": false},
+	}
+	if k.lag > 0 {
+		prom["lagTrigger"] = map[string]any{"enabled": true, "threshold": ftoa(k.lag), "activationThreshold": "1"}
+	}
+	if k.buffer > 0 {
+		prom["bufferTrigger"] = map[string]any{"enabled": true, "threshold": ftoa(k.buffer), "activationThreshold": "100"}
+	}
+	keda := map[string]any{
+		"enabled":         true,
+		"minReplicas":     1,
+		"maxReplicas":     scMax,
+		"pollingInterval": 2,
+		"cooldownPeriod":  10,
+		"fallback":        map[string]any{"enabled": true, "failureThreshold": 2, "replicas": scFallback},
+		"advanced": map[string]any{"horizontalPodAutoscalerConfig": map[string]any{"behavior": map[string]any{
+			"scaleDown": map[string]any{"stabilizationWindowSeconds": k.window,
+				"policies": []any{map[string]any{"type": "Percent", "value": 100, "periodSeconds": 5}}},
+		}}},
+		"prometheus": prom,
+	}
+	if k.zero {
+		keda["minReplicaCount"] = 0
+		keda["postgresql"] = map[string]any{
+			"enabled":  true,
+			"host":     stack.PostgresHost,
+			"port":     strconv.Itoa(stack.PostgresPort),
+			"database": stack.SourceDB,
+			"user":     "postgres",
+			"password": "unused-trust-auth", // the stack's PostgreSQL trusts loopback
+			"sslMode":  "disable",
+			// ceil(unconfirmed/500000) replicas; a missing slot reads as 500000: one replica
+			"targetQueryValue":           "500000",
+			"activationTargetQueryValue": strconv.Itoa(scActivation),
+		}
+	}
+	return map[string]any{
+		"image":                         map[string]any{"repository": "philotes-worker", "tag": "e2e"},
+		"terminationGracePeriodSeconds": 20,
+		"worker": map[string]any{
+			"slot":                   scSlot,
+			"processors":             1,
+			"batchSize":              256, // one buffer chunk per claim: the slowest drain
+			"shutdownTimeoutSeconds": 10,
+			"iceberg":                map[string]any{"warehouse": sc.warehouse},
+		},
+		"database": map[string]any{
+			"sourceUrl": stack.PostgresURL(stack.SourceDB),
+			"bufferUrl": stack.PostgresURL(stack.BufferDB),
+		},
+		"keda": keda,
+	}
+}
+
+func ftoa(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+
+// settle waits for a quiet release at its minimum of one replica, with
+// Prometheus answering and no fallback in force. Until Prometheus has scraped
+// the first pod its queries are empty, which the chart counts as a failure
+// once fallback is on: a new release may run at the fallback count for a few
+// polls.
+func (sc *scenarios) settle(t *testing.T) {
+	t.Helper()
+	eventually(t, 60*time.Second, "Prometheus scraping the worker", func(ctx context.Context) error {
+		_, err := promQuery(ctx, sc.s, `max(philotes_buffer_depth{namespace="`+scNS+`"})`)
+		return err
+	})
+	eventually(t, 60*time.Second, "every trigger healthy and no fallback", func(ctx context.Context) error {
+		u, err := sc.s.Dynamic.Resource(stack.ScaledObjectGVR).Namespace(scNS).Get(ctx, scName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conds {
+			if m, ok := c.(map[string]any); ok && m["type"] == "Fallback" && m["status"] == "True" {
+				return fmt.Errorf("fallback in force: %v", m["message"])
+			}
+		}
+		health, _, _ := unstructured.NestedMap(u.Object, "status", "health")
+		for metric, h := range health {
+			if m, ok := h.(map[string]any); ok && m["status"] != "Happy" {
+				return fmt.Errorf("%s: %v", metric, m)
+			}
+		}
+		return nil
+	})
+	sc.waitDesiredAtMost(t, 1, 120*time.Second)
+	waitReady(t, sc.s, scNS, scName, 1, 120*time.Second)
+}
+
+// upgrade runs `helm upgrade` with the values for k and waits until the
+// HPA KEDA made reflects it (its metric count and scale-down window).
+func (sc *scenarios) upgrade(t *testing.T, k knobs) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	if err := sc.rel.Upgrade(ctx, sc.values(k)); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("helm upgrade: %+v", k)
+	metrics := 0
+	for _, on := range []bool{k.lag > 0, k.buffer > 0, k.zero} {
+		if on {
+			metrics++
+		}
+	}
+	eventually(t, 60*time.Second, "the HPA updated by KEDA", func(ctx context.Context) error {
+		h, err := sc.s.Kube.AutoscalingV2().HorizontalPodAutoscalers(scNS).Get(ctx, "keda-hpa-"+scName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if n := len(h.Spec.Metrics); n != metrics {
+			return fmt.Errorf("%d metrics, want %d", n, metrics)
+		}
+		b := h.Spec.Behavior
+		if b == nil || b.ScaleDown == nil || b.ScaleDown.StabilizationWindowSeconds == nil || int(*b.ScaleDown.StabilizationWindowSeconds) != k.window {
+			return fmt.Errorf("scale-down behavior %+v, want a %d s window", b, k.window)
+		}
+		return nil
+	})
+}
+
+// phaseRecorder is one phase's timeline.
+type phaseRecorder struct {
+	rec         *report.Recorder
+	name, title string
+	stopped     bool
+}
+
+// record starts the timeline of a phase; stop writes scenario-<name>.csv and .svg.
+func (sc *scenarios) record(t *testing.T, name, title string) *phaseRecorder {
+	scope := `{namespace="` + scNS + `"}`
+	p := &phaseRecorder{name: name, title: title, rec: report.Start(report.Config{
+		Kube: sc.s.Kube, Namespace: scNS, Deployment: scName, HPA: "keda-hpa-" + scName,
+		Query:          func(ctx context.Context, q string) (float64, error) { return promQuery(ctx, sc.s, q) },
+		LagQuery:       `max(philotes_cdc_lag_seconds` + scope + `)`,
+		DepthQuery:     `max(philotes_buffer_depth` + scope + `)`,
+		ProcessedQuery: `sum(rate(philotes_buffer_events_processed_total` + scope + `[15s]))`,
+	})}
+	t.Cleanup(func() { p.stop(t) })
+	return p
+}
+
+func (p *phaseRecorder) stop(t *testing.T) []report.Sample {
+	if p.stopped {
+		return p.rec.Samples()
+	}
+	p.stopped = true
+	samples := p.rec.Stop()
+	base := filepath.Join(reportDir(t), "scenario-"+p.name)
+	if err := report.WriteCSV(base+".csv", samples); err != nil {
+		t.Error(err)
+	}
+	if err := report.WriteSVG(base+".svg", p.title, samples); err != nil {
+		t.Error(err)
+	}
+	return samples
+}
+
+// insert writes the next n ids of tbl (1..n the first time) in one transaction.
+func (sc *scenarios) insert(t *testing.T, tbl string, n int) {
+	t.Helper()
+	sc.mu.Lock()
+	from := sc.written[tbl] + 1
+	sc.mu.Unlock()
+	if from == 1 {
+		sc.createTable(t, tbl)
+	}
+	if err := insertRows(t.Context(), sc.src, tbl, from, from+n-1); err != nil {
+		t.Fatal(err)
+	}
+	sc.mu.Lock()
+	sc.written[tbl] = from + n - 1
+	sc.mu.Unlock()
+	t.Logf("inserted %s ids %d..%d", tbl, from, from+n-1)
+}
+
+func insertRows(ctx context.Context, c *pgx.Conn, tbl string, from, to int) error {
+	_, err := c.Exec(ctx, `INSERT INTO public.`+tbl+` SELECT g, 'row ' || g || ' ' || repeat('x', 100) FROM generate_series($1::bigint, $2::bigint) g`, from, to)
+	if err != nil {
+		return fmt.Errorf("insert %s %d..%d: %w", tbl, from, to, err)
+	}
+	return nil
+}
+
+// trickle writes rows rows into tbl every interval on its own connection
+// until the returned stop is called; stop returns how many it wrote.
+func (sc *scenarios) trickle(t *testing.T, tbl string, rows int, interval time.Duration) (stop func() int) {
+	t.Helper()
+	sc.createTable(t, tbl)
+	c, err := sc.s.ConnectPostgres(t.Context(), stack.SourceDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var wrote int
+	go func() {
+		defer c.Close(context.Background())
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			sc.mu.Lock()
+			from := sc.written[tbl] + 1
+			sc.mu.Unlock()
+			if err := insertRows(ctx, c, tbl, from, from+rows-1); err != nil {
+				if ctx.Err() != nil {
+					done <- nil
+				} else {
+					done <- err
+				}
+				return
+			}
+			sc.mu.Lock()
+			sc.written[tbl] = from + rows - 1
+			sc.mu.Unlock()
+			wrote += rows
+			select {
+			case <-ctx.Done():
+				done <- nil
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	var once sync.Once
+	stop = func() int {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("trickle into %s: %v", tbl, err)
+			}
+		})
+		return wrote
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+// createTable creates a source table; each phase (and each cooldown round)
+// writes its own, so the loss check can name where a row went missing.
+func (sc *scenarios) createTable(t *testing.T, tbl string) {
+	t.Helper()
+	if _, err := sc.src.Exec(t.Context(), `CREATE TABLE public.`+tbl+` (id bigint PRIMARY KEY, note text NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	sc.mu.Lock()
+	sc.order = append(sc.order, tbl)
+	sc.mu.Unlock()
+}
+
+// tables are the source tables written to, in the order they were created.
+func (sc *scenarios) tables() []string {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return append([]string(nil), sc.order...)
+}
+
+// waitCaughtUp waits until everything written to the source so far is in
+// the lake: the slot is confirmed past the server's WAL position at the call
+// (the reader confirms only what the buffer holds) and the buffer is empty.
+func (sc *scenarios) waitCaughtUp(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	var lsn string
+	if err := sc.src.QueryRow(t.Context(), `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, timeout, "the workers caught up with WAL "+lsn, func(ctx context.Context) error {
+		var confirmed string
+		var past bool
+		if err := sc.src.QueryRow(ctx, `SELECT confirmed_flush_lsn::text, confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = $2`, lsn, scSlot).Scan(&confirmed, &past); err != nil {
+			return fmt.Errorf("slot %s: %w", scSlot, err)
+		}
+		if !past {
+			return fmt.Errorf("slot confirmed up to %s", confirmed)
+		}
+		var depth int64
+		if err := sc.buf.QueryRow(ctx, `SELECT COALESCE(sum(events), 0)::bigint FROM philotes.event_chunks WHERE source = $1`, scSlot).Scan(&depth); err != nil {
+			return err
+		}
+		if depth != 0 {
+			return fmt.Errorf("%d events in the buffer", depth)
+		}
+		return nil
+	})
+}
+
+// hpaDesired is the desired replica count of the HPA KEDA made.
+func (sc *scenarios) hpaDesired(ctx context.Context) (int32, error) {
+	n, _, err := sc.hpaStatus(ctx)
+	return n, err
+}
+
+// hpaStatus is the desired replica count of the HPA KEDA made and, for
+// messages, what the HPA last read and why it did what it did.
+func (sc *scenarios) hpaStatus(ctx context.Context) (int32, string, error) {
+	h, err := sc.s.Kube.AutoscalingV2().HorizontalPodAutoscalers(scNS).Get(ctx, "keda-hpa-"+scName, metav1.GetOptions{})
+	if err != nil {
+		return 0, "", err
+	}
+	var b strings.Builder
+	for _, m := range h.Status.CurrentMetrics {
+		if m.External != nil {
+			fmt.Fprintf(&b, "%s average %s; ", m.External.Metric.Name, m.External.Current.AverageValue)
+		}
+	}
+	for _, c := range h.Status.Conditions {
+		fmt.Fprintf(&b, "%s=%s (%s: %s); ", c.Type, c.Status, c.Reason, c.Message)
+	}
+	return h.Status.DesiredReplicas, b.String(), nil
+}
+
+// waitDesiredAbove waits until the HPA asks for more than n replicas.
+func (sc *scenarios) waitDesiredAbove(t *testing.T, n int32, timeout time.Duration) time.Duration {
+	t.Helper()
+	return eventually(t, timeout, fmt.Sprintf("the HPA asking for more than %d replicas", n), func(ctx context.Context) error {
+		d, why, err := sc.hpaStatus(ctx)
+		if err != nil {
+			return err
+		}
+		if d <= n {
+			return fmt.Errorf("desired %d; %s", d, why)
+		}
+		return nil
+	})
+}
+
+// waitDesiredAtMost waits until the HPA asks for at most n replicas.
+func (sc *scenarios) waitDesiredAtMost(t *testing.T, n int32, timeout time.Duration) time.Duration {
+	t.Helper()
+	return eventually(t, timeout, fmt.Sprintf("the HPA asking for at most %d replicas", n), func(ctx context.Context) error {
+		d, why, err := sc.hpaStatus(ctx)
+		if err != nil {
+			return err
+		}
+		if d > n {
+			return fmt.Errorf("desired %d; %s", d, why)
+		}
+		return nil
+	})
+}
+
+// idle writes nothing for d: the quiet part of an oscillating load (a load
+// shape, not a wait for something to happen). It logs what the HPA asks for
+// meanwhile.
+func (sc *scenarios) idle(t *testing.T, d time.Duration) {
+	t.Helper()
+	select {
+	case <-t.Context().Done():
+		t.Fatal(t.Context().Err())
+	case <-time.After(d):
+	}
+	if n, err := sc.hpaDesired(t.Context()); err == nil {
+		t.Logf("idle %s; the HPA asks for %d replicas", d, n)
+	}
+}
+
+// peakOf is the largest non-NaN value of f over samples (0 if none).
+func peakOf(samples []report.Sample, f func(report.Sample) float64) float64 {
+	peak := 0.0
+	for _, x := range samples {
+		if v := f(x); !math.IsNaN(v) && v > peak {
+			peak = v
+		}
+	}
+	return peak
+}
