@@ -39,7 +39,7 @@ func TestReadmeScaleToZeroExampleWakes(t *testing.T) {
 	require.False(t, has(so, "spec", "idleReplicaCount"))
 	tr := triggers(t, r)
 	require.Equal(t, "postgresql", tr["postgresql"]["type"])
-	require.Equal(t, "100000", metadata(t, tr["postgresql"])["activationTargetQueryValue"])
+	require.Equal(t, "0", metadata(t, tr["postgresql"])["activationTargetQueryValue"], "wakes on the first change")
 	require.Contains(t, r.Notes, "Scale to zero: on")
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -236,4 +237,25 @@ func fastScaleIn() map[string]any {
 		"scaleDown": map[string]any{"stabilizationWindowSeconds": 5,
 			"policies": []any{map[string]any{"type": "Percent", "value": 100, "periodSeconds": 5}}},
 	}}}
+}
+
+// chartPostgresTrigger is the chart's keda.postgresql for the stack's source
+// database: ceil(unconfirmed WAL / 500000) replicas (a missing slot reads as
+// 500000: one replica), waking above activation bytes ("" keeps the chart's
+// default).
+func chartPostgresTrigger(activation string) map[string]any {
+	pg := map[string]any{
+		"enabled":          true,
+		"host":             stack.PostgresHost,
+		"port":             strconv.Itoa(stack.PostgresPort),
+		"database":         stack.SourceDB,
+		"user":             "postgres",
+		"password":         "unused-trust-auth", // the stack's PostgreSQL trusts loopback
+		"sslMode":          "disable",
+		"targetQueryValue": "500000",
+	}
+	if activation != "" {
+		pg["activationTargetQueryValue"] = activation
+	}
+	return pg
 }

@@ -71,18 +71,7 @@ func TestZeroWakeNoLoss(t *testing.T) {
 				"lagTrigger":    map[string]any{"threshold": "30", "activationThreshold": "5"},
 				"bufferTrigger": map[string]any{"threshold": "500", "activationThreshold": "10"},
 			},
-			"postgresql": map[string]any{
-				"enabled":  true,
-				"host":     stack.PostgresHost,
-				"port":     strconv.Itoa(stack.PostgresPort),
-				"database": stack.SourceDB,
-				"user":     "postgres",
-				"password": "unused-trust-auth", // the stack's PostgreSQL trusts loopback
-				"sslMode":  "disable",
-				// ceil(unconfirmed/500000) replicas; a missing slot reads as 500000: one replica
-				"targetQueryValue":           "500000",
-				"activationTargetQueryValue": strconv.Itoa(activation),
-			},
+			"postgresql": chartPostgresTrigger(strconv.Itoa(activation)),
 		},
 	}
 	installChart(t, s, ns, name, values)

@@ -17,7 +17,7 @@ Autoscaling: KEDA ScaledObject {{ include "philotes-worker.fullname" . }}, {{ in
   kubectl -n {{ .Release.Namespace }} get scaledobject,hpa -l app.kubernetes.io/instance={{ .Release.Name }}
 {{- if include "philotes-worker.keda.reachesZero" . }}
 {{- if include "philotes-worker.keda.canWake" . }}
-  Scale to zero: on. {{ if .Values.keda.postgresql.enabled }}The PostgreSQL trigger (unconfirmed WAL of slot {{ .Values.worker.slot }}) wakes the worker once it exceeds {{ include "philotes-worker.num" .Values.keda.postgresql.activationTargetQueryValue }} bytes.{{ else }}Make sure your extra or overridden triggers can turn active while no worker pod runs.{{ end }}
+  Scale to zero: on. {{ if .Values.keda.postgresql.enabled }}The PostgreSQL trigger (unconfirmed WAL of slot {{ .Values.worker.slot }}) {{ $act := include "philotes-worker.num" .Values.keda.postgresql.activationTargetQueryValue }}{{ if eq $act "0" }}wakes the worker on the first change.{{ else }}wakes the worker once it exceeds {{ $act }} bytes.{{ end }}{{ else }}Make sure your extra or overridden triggers can turn active while no worker pod runs.{{ end }}
 {{- else }}
 
 WARNING: this configuration can scale to zero but can never wake up again.
