@@ -41,6 +41,7 @@ func TestReadmeScaleToZeroExampleWakes(t *testing.T) {
 	require.Equal(t, "postgresql", tr["postgresql"]["type"])
 	require.Equal(t, "0", metadata(t, tr["postgresql"])["activationTargetQueryValue"], "wakes on the first change")
 	require.Contains(t, r.Notes, "Scale to zero: on")
+	require.Contains(t, r.Notes, "wakes the worker on the first change")
 }
 
 func keysOf(m map[string]string) []string {

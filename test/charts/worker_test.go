@@ -338,7 +338,7 @@ func TestPostgresTriggerMetadataIsComplete(t *testing.T) {
 	md := metadata(t, pg)
 	require.Equal(t, map[string]string{
 		"host": "pg.example", "port": "5432", "dbName": "app", "userName": "keda", "sslmode": "require",
-		"query": md["query"], "targetQueryValue": "1000000", "activationTargetQueryValue": "100000",
+		"query": md["query"], "targetQueryValue": "1000000", "activationTargetQueryValue": "0",
 	}, md)
 	require.Equal(t, fullname+"-keda-postgres", get(t, pg, "authenticationRef", "name"))
 }
