@@ -10,13 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow/array"
 	iceberg "github.com/apache/iceberg-go"
 	sqlcat "github.com/apache/iceberg-go/catalog/sql"
-	"github.com/apache/iceberg-go/table"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/philotes/philotes-worker/internal/lakecheck"
 	"github.com/philotes/philotes-worker/test/e2e/stack"
 )
 
@@ -55,38 +54,7 @@ func newSQLCatalog(t *testing.T, db *sql.DB, warehouse string) *sqlcat.Catalog {
 func (l lake) inserts(ctx context.Context, sourceTable string) (map[int64]int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	tbl, err := l.cat.LoadTable(ctx, table.Identifier{"philotes", "public_" + sourceTable})
-	if err != nil {
-		return nil, nil
-	}
-	at, err := tbl.Scan(table.WithSelectedFields("id", "_op")).ToArrowTable(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("scan: %w", err)
-	}
-	defer at.Release()
-	out := map[int64]int{}
-	idIdx := at.Schema().FieldIndices("id")[0]
-	opIdx := at.Schema().FieldIndices("_op")[0]
-	for ci, chunk := range at.Column(idIdx).Data().Chunks() {
-		ops, ok := at.Column(opIdx).Data().Chunk(ci).(*array.String)
-		if !ok {
-			return nil, fmt.Errorf("_op column type %T", at.Column(opIdx).Data().Chunk(ci))
-		}
-		for i := 0; i < chunk.Len(); i++ {
-			if ops.Value(i) != "insert" {
-				continue
-			}
-			switch ids := chunk.(type) {
-			case *array.Int64:
-				out[ids.Value(i)]++
-			case *array.Int32:
-				out[int64(ids.Value(i))]++
-			default:
-				return nil, fmt.Errorf("id column type %T", chunk)
-			}
-		}
-	}
-	return out, nil
+	return lakecheck.Inserts(ctx, l.cat, "philotes", sourceTable)
 }
 
 // waitInLake waits until ids 1..n are all in the lake.
@@ -117,18 +85,8 @@ func (l lake) exactlyOnce(ctx context.Context, sourceTable string, n int) error 
 	if err != nil {
 		return err
 	}
-	missing, dup := 0, 0
-	for id := int64(1); id <= int64(n); id++ {
-		switch got[id] {
-		case 0:
-			missing++
-		case 1:
-		default:
-			dup++
-		}
-	}
-	if missing != 0 || dup != 0 || len(got) != n {
-		return fmt.Errorf("%s: %d ids missing, %d written more than once, %d distinct ids (want %d)", sourceTable, missing, dup, len(got), n)
+	if err := lakecheck.ExactlyOnce(got, n); err != nil {
+		return fmt.Errorf("%s: %w", sourceTable, err)
 	}
 	return nil
 }

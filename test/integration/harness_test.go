@@ -20,15 +20,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow/array"
 	iceberg "github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/catalog"
 	sqlcat "github.com/apache/iceberg-go/catalog/sql"
-	"github.com/apache/iceberg-go/table"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
 
+	"github.com/philotes/philotes-worker/internal/lakecheck"
 	"github.com/philotes/philotes-worker/internal/pgtest"
 	"github.com/philotes/philotes-worker/internal/testutil"
 )
@@ -278,63 +277,26 @@ func (s setup) lake(t *testing.T) lake {
 	return lake{cat: cat, done: func() { db.Close() }}
 }
 
-// rows returns, for the source table's "id" column, how many insert rows carry each id (nil when the table does
-// not exist yet).
+// inserts returns, for the source table's "id" column, how many insert rows carry each id (nil while the table
+// does not exist).
 func (l lake) inserts(t *testing.T, sourceTable string) map[int64]int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	tbl, err := l.cat.LoadTable(ctx, table.Identifier{"philotes", "public_" + sourceTable})
-	if err != nil {
-		return nil
-	}
-	at, err := tbl.Scan(table.WithSelectedFields("id", "_op")).ToArrowTable(ctx)
+	got, err := lakecheck.Inserts(ctx, l.cat, "philotes", sourceTable)
 	require.NoError(t, err)
-	defer at.Release()
-	out := map[int64]int{}
-	idIdx := at.Schema().FieldIndices("id")[0]
-	opIdx := at.Schema().FieldIndices("_op")[0]
-	for ci, chunk := range at.Column(idIdx).Data().Chunks() {
-		ops := at.Column(opIdx).Data().Chunk(ci).(*array.String)
-		for i := 0; i < chunk.Len(); i++ {
-			if ops.Value(i) != "insert" {
-				continue
-			}
-			switch ids := chunk.(type) {
-			case *array.Int64:
-				out[ids.Value(i)]++
-			case *array.Int32:
-				out[int64(ids.Value(i))]++
-			default:
-				t.Fatalf("unexpected id column type %T", chunk)
-			}
-		}
-	}
-	return out
+	return got
 }
 
-// requireExactlyOnce checks that ids 1..n each appear once.
+// requireExactlyOnce checks that ids 1..n each appear once, and nothing else does.
 func requireExactlyOnce(t *testing.T, got map[int64]int, n int) {
 	t.Helper()
-	missing, dup := 0, 0
-	for id := int64(1); id <= int64(n); id++ {
-		switch got[id] {
-		case 0:
-			missing++
-		case 1:
-		default:
-			dup++
-		}
-	}
-	require.Zero(t, missing, "rows missing from the lake")
-	require.Zero(t, dup, "rows written to the lake more than once")
-	require.Len(t, got, n, "unexpected ids in the lake")
+	require.NoError(t, lakecheck.ExactlyOnce(got, n))
 }
 
 // waitDelivered waits until every id 1..n is in the lake and the buffer is empty; from then on nothing more
 // can be written.
 func (s setup) waitDelivered(t *testing.T, l lake, tbl string, n int, timeout time.Duration) map[int64]int {
-	t.Helper()
 	t.Helper()
 	var got map[int64]int
 	eventually(t, fmt.Sprintf("%d rows in the lake and an empty buffer", n), timeout, func() bool {
