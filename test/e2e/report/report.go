@@ -1,7 +1,8 @@
 // Package report records a scenario's timeline: once per interval it samples
-// the Deployment's replicas, the desired replicas of the HPA that KEDA made,
-// and the worker's lag, buffer depth and throughput from Prometheus, and
-// writes them as CSV (time, replicas, ready, desired, lag, depth, processed).
+// the Deployment's replicas, the desired replicas of the HPA that KEDA made
+// and the recommendation behind them, and the worker's lag, buffer depth and
+// throughput from Prometheus, and writes them as CSV (time, replicas, ready,
+// desired, recommended, lag, depth, processed).
 package report
 
 import (
@@ -15,16 +16,26 @@ import (
 	"sync"
 	"time"
 
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
 
 // Sample is one row of the timeline. Metrics Prometheus did not have are NaN.
 type Sample struct {
-	At        time.Time
-	Replicas  int32 // Deployment status.replicas
-	Ready     int32 // Deployment status.readyReplicas
-	Desired   int32 // HPA status.desiredReplicas (0 when there is no HPA, e.g. at zero)
+	At       time.Time
+	Replicas int32 // Deployment status.replicas
+	Ready    int32 // Deployment status.readyReplicas
+	Desired  int32 // HPA status.desiredReplicas (0 when there is no HPA, e.g. at zero)
+	// Recommended is what the HPA's last metric readings ask for before
+	// stabilization and rate policies: per external metric ceil(value /
+	// target), or the current count within the HPA's 10 % tolerance; the
+	// largest, within the HPA's bounds. 0 when unknown.
+	Recommended int32
+	// HPAValue is the sum of the external metric values the HPA last read
+	// (per-replica average times current replicas); it changes at each HPA
+	// sync that read something new. NaN when unknown.
+	HPAValue  float64
 	Lag       float64
 	Depth     float64
 	Processed float64 // events/s committed by the whole release
@@ -92,7 +103,7 @@ func (r *Recorder) run(ctx context.Context) {
 func (r *Recorder) sample(parent context.Context) {
 	ctx, cancel := context.WithTimeout(parent, r.cfg.Interval)
 	defer cancel()
-	s := Sample{At: time.Now(), Lag: math.NaN(), Depth: math.NaN(), Processed: math.NaN()}
+	s := Sample{At: time.Now(), Lag: math.NaN(), Depth: math.NaN(), Processed: math.NaN(), HPAValue: math.NaN()}
 	d, err := r.cfg.Kube.AppsV1().Deployments(r.cfg.Namespace).Get(ctx, r.cfg.Deployment, metav1.GetOptions{})
 	if err != nil {
 		return // no replica count: a gap, not a false zero
@@ -101,6 +112,7 @@ func (r *Recorder) sample(parent context.Context) {
 	if r.cfg.HPA != "" {
 		if h, err := r.cfg.Kube.AutoscalingV2().HorizontalPodAutoscalers(r.cfg.Namespace).Get(ctx, r.cfg.HPA, metav1.GetOptions{}); err == nil {
 			s.Desired = h.Status.DesiredReplicas
+			s.Recommended, s.HPAValue = recommendation(h)
 		}
 	}
 	for q, dst := range map[string]*float64{r.cfg.LagQuery: &s.Lag, r.cfg.DepthQuery: &s.Depth, r.cfg.ProcessedQuery: &s.Processed} {
@@ -150,7 +162,7 @@ func WriteCSV(path string, samples []Sample) error {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
 	w := csv.NewWriter(f)
-	_ = w.Write([]string{"seconds", "time", "replicas", "ready", "desired", "lag_seconds", "depth", "processed_per_second"})
+	_ = w.Write([]string{"seconds", "time", "replicas", "ready", "desired", "recommended", "hpa_value", "lag_seconds", "depth", "processed_per_second"})
 	var t0 time.Time
 	if len(samples) > 0 {
 		t0 = samples[0].At
@@ -159,7 +171,7 @@ func WriteCSV(path string, samples []Sample) error {
 		_ = w.Write([]string{
 			strconv.FormatFloat(s.At.Sub(t0).Seconds(), 'f', 1, 64),
 			s.At.UTC().Format(time.RFC3339Nano),
-			strconv.Itoa(int(s.Replicas)), strconv.Itoa(int(s.Ready)), strconv.Itoa(int(s.Desired)),
+			strconv.Itoa(int(s.Replicas)), strconv.Itoa(int(s.Ready)), strconv.Itoa(int(s.Desired)), strconv.Itoa(int(s.Recommended)), formatFloat(s.HPAValue),
 			formatFloat(s.Lag), formatFloat(s.Depth), formatFloat(s.Processed),
 		})
 	}
@@ -184,4 +196,51 @@ func FirstAt(samples []Sample, from time.Time, ok func(Sample) bool) (time.Time,
 		}
 	}
 	return time.Time{}, false
+}
+
+// tolerance is the HPA's default: no change while value/target is within 10 %.
+const tolerance = 0.1
+
+// recommendation is what the HPA's last readings of its external AverageValue
+// metrics ask for, and the sum of the values read (see Sample).
+func recommendation(h *autoscalingv2.HorizontalPodAutoscaler) (int32, float64) {
+	cur := h.Status.CurrentReplicas
+	if cur == 0 {
+		return 0, math.NaN()
+	}
+	targets := map[string]float64{}
+	for _, m := range h.Spec.Metrics {
+		if m.External != nil && m.External.Target.AverageValue != nil {
+			targets[m.External.Metric.Name] = m.External.Target.AverageValue.AsApproximateFloat64()
+		}
+	}
+	var best int32
+	found := false
+	total := 0.0
+	for _, m := range h.Status.CurrentMetrics {
+		if m.External == nil || m.External.Current.AverageValue == nil {
+			continue
+		}
+		target := targets[m.External.Metric.Name]
+		if target <= 0 {
+			continue
+		}
+		avg := m.External.Current.AverageValue.AsApproximateFloat64()
+		total += avg * float64(cur)
+		ratio := avg / target // value per replica over target
+		rec := cur
+		if math.Abs(ratio-1) > tolerance {
+			rec = int32(math.Ceil(ratio * float64(cur)))
+		}
+		best = max(best, rec)
+		found = true
+	}
+	if !found {
+		return 0, math.NaN()
+	}
+	lo := int32(1)
+	if h.Spec.MinReplicas != nil {
+		lo = *h.Spec.MinReplicas
+	}
+	return min(max(best, lo), h.Spec.MaxReplicas), total
 }

@@ -16,7 +16,7 @@ type series struct {
 }
 
 // WriteSVG draws the timeline as stacked panels sharing the time axis:
-// replicas (actual, ready, desired), buffer depth, lag and events/s.
+// replicas (actual, ready, desired, the recommendation behind desired), buffer depth, lag and events/s.
 func WriteSVG(path, title string, samples []Sample) error {
 	const w, panelH, left, right, top, gap = 900.0, 130.0, 70.0, 20.0, 40.0, 36.0
 	panels := []struct {
@@ -27,6 +27,7 @@ func WriteSVG(path, title string, samples []Sample) error {
 			{"replicas", "#1f77b4", func(s Sample) float64 { return float64(s.Replicas) }},
 			{"ready", "#2ca02c", func(s Sample) float64 { return float64(s.Ready) }},
 			{"desired (HPA)", "#d62728", func(s Sample) float64 { return float64(s.Desired) }},
+			{"recommended", "#7f7f7f", func(s Sample) float64 { return float64(s.Recommended) }},
 		}},
 		{"buffer depth (events)", []series{{"depth", "#9467bd", func(s Sample) float64 { return s.Depth }}}},
 		{"lag (seconds)", []series{{"lag", "#ff7f0e", func(s Sample) float64 { return s.Lag }}}},
