@@ -27,40 +27,24 @@ func TestChartWorker(t *testing.T) {
 	startNode(t, s, workerBinary(t))
 	ctx := t.Context()
 
-	src, err := s.ConnectPostgres(ctx, stack.SourceDB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { src.Close(context.Background()) })
+	src := connect(t, s, stack.SourceDB)
 	if _, err := src.Exec(ctx, `CREATE TABLE public.orders (id bigint PRIMARY KEY, amount numeric NOT NULL)`); err != nil {
 		t.Fatal(err)
 	}
 
 	const ns, name = "e2e", "philotes-worker"
-	values := map[string]any{
-		"image":                         map[string]any{"repository": "philotes-worker", "tag": "e2e"},
-		"terminationGracePeriodSeconds": 20,
-		"worker": map[string]any{
-			"shutdownTimeoutSeconds": 10,
-			"iceberg":                map[string]any{"warehouse": "file://" + filepath.Join(t.TempDir(), "warehouse")},
+	values := realWorkerValues("file://"+filepath.Join(t.TempDir(), "warehouse"), nil, map[string]any{
+		"enabled":         true,
+		"minReplicas":     1,
+		"maxReplicas":     3,
+		"pollingInterval": 2,
+		"cooldownPeriod":  10,
+		"prometheus": map[string]any{
+			"serverAddress": stack.PrometheusURL,
+			"lagTrigger":    map[string]any{"threshold": "30", "activationThreshold": "5"},
+			"bufferTrigger": map[string]any{"threshold": "50", "activationThreshold": "5"},
 		},
-		"database": map[string]any{
-			"sourceUrl": stack.PostgresURL(stack.SourceDB),
-			"bufferUrl": stack.PostgresURL(stack.BufferDB),
-		},
-		"keda": map[string]any{
-			"enabled":         true,
-			"minReplicas":     1,
-			"maxReplicas":     3,
-			"pollingInterval": 2,
-			"cooldownPeriod":  10,
-			"prometheus": map[string]any{
-				"serverAddress": stack.PrometheusURL,
-				"lagTrigger":    map[string]any{"threshold": "30", "activationThreshold": "5"},
-				"bufferTrigger": map[string]any{"threshold": "50", "activationThreshold": "5"},
-			},
-		},
-	}
+	})
 	installChart(t, s, ns, name, values)
 	waitScaledObjectReady(t, s, ns, name)
 	waitReady(t, s, ns, name, 1, 90*time.Second)

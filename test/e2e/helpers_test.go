@@ -17,6 +17,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/philotes/philotes-worker/test/e2e/chart"
 	"github.com/philotes/philotes-worker/test/e2e/netns"
 	"github.com/philotes/philotes-worker/test/e2e/node"
@@ -258,4 +259,86 @@ func chartPostgresTrigger(activation string) map[string]any {
 		pg["activationTargetQueryValue"] = activation
 	}
 	return pg
+}
+
+// realWorkerValues are the worker chart's values for the real worker against
+// the stack's databases (20 s grace, 10 s shutdown timeout, a file://
+// warehouse), with worker settings merged in and keda as given.
+func realWorkerValues(warehouse string, worker, keda map[string]any) map[string]any {
+	w := map[string]any{
+		"shutdownTimeoutSeconds": 10,
+		"iceberg":                map[string]any{"warehouse": warehouse},
+	}
+	for k, v := range worker {
+		w[k] = v
+	}
+	return map[string]any{
+		"image":                         map[string]any{"repository": "philotes-worker", "tag": "e2e"},
+		"terminationGracePeriodSeconds": 20,
+		"worker":                        w,
+		"database": map[string]any{
+			"sourceUrl": stack.PostgresURL(stack.SourceDB),
+			"bufferUrl": stack.PostgresURL(stack.BufferDB),
+		},
+		"keda": keda,
+	}
+}
+
+// createEventsTable creates public.<tbl> (id, note) in the source database.
+func createEventsTable(ctx context.Context, c *pgx.Conn, tbl string) error {
+	if _, err := c.Exec(ctx, `CREATE TABLE public.`+tbl+` (id bigint PRIMARY KEY, note text NOT NULL)`); err != nil {
+		return fmt.Errorf("create %s: %w", tbl, err)
+	}
+	return nil
+}
+
+// insertRows writes ids from..to into public.<tbl> in one transaction.
+func insertRows(ctx context.Context, c *pgx.Conn, tbl string, from, to int) error {
+	_, err := c.Exec(ctx, `INSERT INTO public.`+tbl+` SELECT g, 'row ' || g || ' ' || repeat('x', 100) FROM generate_series($1::bigint, $2::bigint) g`, from, to)
+	if err != nil {
+		return fmt.Errorf("insert %s %d..%d: %w", tbl, from, to, err)
+	}
+	return nil
+}
+
+// waitSlot waits until the worker has created its replication slot.
+func waitSlot(t *testing.T, src *pgx.Conn, slot string, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, "the worker's slot created", func(ctx context.Context) error {
+		var n int
+		if err := src.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&n); err != nil {
+			return err
+		}
+		if n != 1 {
+			return fmt.Errorf("no slot %s", slot)
+		}
+		return nil
+	})
+}
+
+// slotUnconfirmed is the WAL the slot has not confirmed, in bytes (-1 when
+// the slot has never confirmed anything).
+func slotUnconfirmed(ctx context.Context, src *pgx.Conn, slot string) (int64, error) {
+	var n int64
+	err := src.QueryRow(ctx, `SELECT COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), -1)::bigint FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&n)
+	return n, err
+}
+
+// bufferDepth is the number of events of source in the buffer database.
+func bufferDepth(ctx context.Context, buf *pgx.Conn, source string) (int64, error) {
+	var n int64
+	err := buf.QueryRow(ctx, `SELECT COALESCE(sum(events), 0)::bigint FROM philotes.event_chunks WHERE source = $1`, source).Scan(&n)
+	return n, err
+}
+
+// connect opens a connection to one of the stack's databases for the rest of
+// the test.
+func connect(t *testing.T, s *stack.Stack, db string) *pgx.Conn {
+	t.Helper()
+	c, err := s.ConnectPostgres(t.Context(), db)
+	if err != nil {
+		t.Fatalf("connect to %s: %v", db, err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
 }

@@ -227,8 +227,8 @@ func TestScenarios(t *testing.T) {
 			if *d.Spec.Replicas != 0 || d.Status.Replicas != 0 {
 				return fmt.Errorf("%d replicas", d.Status.Replicas)
 			}
-			var unconfirmed int64
-			if err := sc.src.QueryRow(ctx, `SELECT COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), -1)::bigint FROM pg_replication_slots WHERE slot_name = $1`, scSlot).Scan(&unconfirmed); err != nil {
+			unconfirmed, err := slotUnconfirmed(ctx, sc.src, scSlot)
+			if err != nil {
 				return err
 			}
 			if unconfirmed != 0 {
@@ -301,33 +301,16 @@ type scenarios struct {
 func newScenarios(t *testing.T) *scenarios {
 	s := startStack(t)
 	startNode(t, s, workerBinary(t))
-	ctx := t.Context()
 	sc := &scenarios{s: s, warehouse: "file://" + filepath.Join(t.TempDir(), "warehouse"), written: map[string]int{}}
-	var err error
-	if sc.src, err = s.ConnectPostgres(ctx, stack.SourceDB); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sc.src.Close(context.Background()) })
-	if sc.buf, err = s.ConnectPostgres(ctx, stack.BufferDB); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sc.buf.Close(context.Background()) })
+	sc.src = connect(t, s, stack.SourceDB)
+	sc.buf = connect(t, s, stack.BufferDB)
 	sc.lk = openLake(t, s, sc.warehouse)
 
 	// Both Prometheus triggers at first; the phases change them.
 	sc.rel = installChart(t, s, scNS, scName, sc.values(knobs{lag: 5, buffer: 40000, window: 10}))
 	waitScaledObjectReady(t, s, scNS, scName)
 	sc.settle(t)
-	eventually(t, 60*time.Second, "the worker's slot created", func(ctx context.Context) error {
-		var n int
-		if err := sc.src.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, scSlot).Scan(&n); err != nil {
-			return err
-		}
-		if n != 1 {
-			return fmt.Errorf("no slot %s", scSlot)
-		}
-		return nil
-	})
+	waitSlot(t, sc.src, scSlot, 60*time.Second)
 	return sc
 }
 
@@ -363,22 +346,11 @@ func (sc *scenarios) values(k knobs) map[string]any {
 		keda["minReplicaCount"] = 0
 		keda["postgresql"] = chartPostgresTrigger("") // the chart's default wake-up threshold
 	}
-	return map[string]any{
-		"image":                         map[string]any{"repository": "philotes-worker", "tag": "e2e"},
-		"terminationGracePeriodSeconds": 20,
-		"worker": map[string]any{
-			"slot":                   scSlot,
-			"processors":             1,
-			"batchSize":              256, // one buffer chunk per claim: the slowest drain
-			"shutdownTimeoutSeconds": 10,
-			"iceberg":                map[string]any{"warehouse": sc.warehouse},
-		},
-		"database": map[string]any{
-			"sourceUrl": stack.PostgresURL(stack.SourceDB),
-			"bufferUrl": stack.PostgresURL(stack.BufferDB),
-		},
-		"keda": keda,
-	}
+	return realWorkerValues(sc.warehouse, map[string]any{
+		"slot":       scSlot,
+		"processors": 1,
+		"batchSize":  256, // one buffer chunk per claim: the slowest drain
+	}, keda)
 }
 
 func ftoa(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
@@ -504,14 +476,6 @@ func (sc *scenarios) insert(t *testing.T, tbl string, n int) {
 	t.Logf("inserted %s ids %d..%d", tbl, from, from+n-1)
 }
 
-func insertRows(ctx context.Context, c *pgx.Conn, tbl string, from, to int) error {
-	_, err := c.Exec(ctx, `INSERT INTO public.`+tbl+` SELECT g, 'row ' || g || ' ' || repeat('x', 100) FROM generate_series($1::bigint, $2::bigint) g`, from, to)
-	if err != nil {
-		return fmt.Errorf("insert %s %d..%d: %w", tbl, from, to, err)
-	}
-	return nil
-}
-
 // trickle writes rows rows into tbl every interval on its own connection
 // until the returned stop is called; stop returns how many it wrote.
 func (sc *scenarios) trickle(t *testing.T, tbl string, rows int, interval time.Duration) (stop func() int) {
@@ -570,7 +534,7 @@ func (sc *scenarios) trickle(t *testing.T, tbl string, rows int, interval time.D
 // writes its own, so the loss check can name where a row went missing.
 func (sc *scenarios) createTable(t *testing.T, tbl string) {
 	t.Helper()
-	if _, err := sc.src.Exec(t.Context(), `CREATE TABLE public.`+tbl+` (id bigint PRIMARY KEY, note text NOT NULL)`); err != nil {
+	if err := createEventsTable(t.Context(), sc.src, tbl); err != nil {
 		t.Fatal(err)
 	}
 	sc.mu.Lock()
@@ -620,8 +584,8 @@ func (sc *scenarios) waitCaughtUp(t *testing.T, timeout time.Duration) {
 		if !past {
 			return fmt.Errorf("slot confirmed up to %s", confirmed)
 		}
-		var depth int64
-		if err := sc.buf.QueryRow(ctx, `SELECT COALESCE(sum(events), 0)::bigint FROM philotes.event_chunks WHERE source = $1`, scSlot).Scan(&depth); err != nil {
+		depth, err := bufferDepth(ctx, sc.buf, scSlot)
+		if err != nil {
 			return err
 		}
 		if depth != 0 {
@@ -659,27 +623,25 @@ func (sc *scenarios) hpaStatus(ctx context.Context) (int32, string, error) {
 // waitDesiredAbove waits until the HPA asks for more than n replicas.
 func (sc *scenarios) waitDesiredAbove(t *testing.T, n int32, timeout time.Duration) time.Duration {
 	t.Helper()
-	return eventually(t, timeout, fmt.Sprintf("the HPA asking for more than %d replicas", n), func(ctx context.Context) error {
-		d, why, err := sc.hpaStatus(ctx)
-		if err != nil {
-			return err
-		}
-		if d <= n {
-			return fmt.Errorf("desired %d; %s", d, why)
-		}
-		return nil
-	})
+	return sc.waitDesired(t, fmt.Sprintf("more than %d", n), func(d int32) bool { return d > n }, timeout)
 }
 
 // waitDesiredAtMost waits until the HPA asks for at most n replicas.
 func (sc *scenarios) waitDesiredAtMost(t *testing.T, n int32, timeout time.Duration) time.Duration {
 	t.Helper()
-	return eventually(t, timeout, fmt.Sprintf("the HPA asking for at most %d replicas", n), func(ctx context.Context) error {
+	return sc.waitDesired(t, fmt.Sprintf("at most %d", n), func(d int32) bool { return d <= n }, timeout)
+}
+
+// waitDesired waits until the HPA's desired count satisfies ok; its last
+// readings and conditions explain a timeout.
+func (sc *scenarios) waitDesired(t *testing.T, what string, ok func(int32) bool, timeout time.Duration) time.Duration {
+	t.Helper()
+	return eventually(t, timeout, "the HPA asking for "+what+" replicas", func(ctx context.Context) error {
 		d, why, err := sc.hpaStatus(ctx)
 		if err != nil {
 			return err
 		}
-		if d > n {
+		if !ok(d) {
 			return fmt.Errorf("desired %d; %s", d, why)
 		}
 		return nil

@@ -59,11 +59,7 @@ func TestWorkerPod(t *testing.T) {
 	startNode(t, s, workerBinary(t))
 	ctx := t.Context()
 
-	src, err := s.ConnectPostgres(ctx, stack.SourceDB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close(context.Background())
+	src := connect(t, s, stack.SourceDB)
 	if _, err := src.Exec(ctx, `CREATE TABLE public.items (id bigint PRIMARY KEY, note text NOT NULL)`); err != nil {
 		t.Fatalf("create source table: %v", err)
 	}

@@ -29,13 +29,9 @@ func TestZeroWakeNoLoss(t *testing.T) {
 	startNode(t, s, workerBinary(t))
 	ctx := t.Context()
 
-	src, err := s.ConnectPostgres(ctx, stack.SourceDB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { src.Close(context.Background()) })
+	src := connect(t, s, stack.SourceDB)
 	const srcTable = "zero_events"
-	if _, err := src.Exec(ctx, `CREATE TABLE public.`+srcTable+` (id bigint PRIMARY KEY, note text NOT NULL)`); err != nil {
+	if err := createEventsTable(ctx, src, srcTable); err != nil {
 		t.Fatal(err)
 	}
 
@@ -45,35 +41,22 @@ func TestZeroWakeNoLoss(t *testing.T) {
 		activation = 20000 // unconfirmed WAL bytes that wake it
 	)
 	warehouse := "file://" + filepath.Join(t.TempDir(), "warehouse")
-	values := map[string]any{
-		"image":                         map[string]any{"repository": "philotes-worker", "tag": "e2e"},
-		"terminationGracePeriodSeconds": 20,
-		"worker": map[string]any{
-			"slot":                   slot,
-			"shutdownTimeoutSeconds": 10,
-			"iceberg":                map[string]any{"warehouse": warehouse},
+	values := realWorkerValues(warehouse, map[string]any{"slot": slot}, map[string]any{
+		"enabled":         true,
+		"minReplicaCount": 0,
+		"maxReplicas":     2,
+		"pollingInterval": 2,
+		"cooldownPeriod":  10,
+		// The first pod gets this long to create the slot and work before the first scale to zero.
+		"initialCooldownPeriod": 15,
+		"advanced":              fastScaleIn(),
+		"prometheus": map[string]any{
+			"serverAddress": stack.PrometheusURL,
+			"lagTrigger":    map[string]any{"threshold": "30", "activationThreshold": "5"},
+			"bufferTrigger": map[string]any{"threshold": "500", "activationThreshold": "10"},
 		},
-		"database": map[string]any{
-			"sourceUrl": stack.PostgresURL(stack.SourceDB),
-			"bufferUrl": stack.PostgresURL(stack.BufferDB),
-		},
-		"keda": map[string]any{
-			"enabled":         true,
-			"minReplicaCount": 0,
-			"maxReplicas":     2,
-			"pollingInterval": 2,
-			"cooldownPeriod":  10,
-			// The first pod gets this long to create the slot and work before the first scale to zero.
-			"initialCooldownPeriod": 15,
-			"advanced":              fastScaleIn(),
-			"prometheus": map[string]any{
-				"serverAddress": stack.PrometheusURL,
-				"lagTrigger":    map[string]any{"threshold": "30", "activationThreshold": "5"},
-				"bufferTrigger": map[string]any{"threshold": "500", "activationThreshold": "10"},
-			},
-			"postgresql": chartPostgresTrigger(strconv.Itoa(activation)),
-		},
-	}
+		"postgresql": chartPostgresTrigger(strconv.Itoa(activation)),
+	})
 	installChart(t, s, ns, name, values)
 	waitScaledObjectReady(t, s, ns, name)
 	checkChartPostgresTrigger(t, s, ns, name, slot)
@@ -99,8 +82,8 @@ func TestZeroWakeNoLoss(t *testing.T) {
 	lk := openLake(t, s, warehouse)
 	insert := func(t *testing.T, from, to int) {
 		t.Helper()
-		if _, err := src.Exec(ctx, `INSERT INTO public.`+srcTable+` SELECT g, 'row ' || g || ' ' || repeat('x', 100) FROM generate_series($1::bigint, $2::bigint) g`, from, to); err != nil {
-			t.Fatalf("insert %d..%d: %v", from, to, err)
+		if err := insertRows(ctx, src, srcTable, from, to); err != nil {
+			t.Fatal(err)
 		}
 		t.Logf("inserted ids %d..%d", from, to)
 	}
@@ -112,16 +95,8 @@ func TestZeroWakeNoLoss(t *testing.T) {
 		// initialCooldownPeriod, before KEDA may scale it to zero; should it be at
 		// zero already, these rows wake it (a missing slot reads as the trigger's
 		// target and wakes it too).
-		eventually(t, 90*time.Second, "the worker's slot created", func(ctx context.Context) error {
-			var n int
-			if err := src.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&n); err != nil {
-				return err
-			}
-			if n != 1 {
-				return fmt.Errorf("no slot %s", slot)
-			}
-			return nil
-		})
+		waitSlot(t, src, slot, 90*time.Second)
+
 		if d, err := s.Kube.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{}); err == nil && d.Spec.Replicas != nil {
 			t.Logf("deployment wants %d replicas (%d ready) when the first rows are written", *d.Spec.Replicas, d.Status.ReadyReplicas)
 		}
@@ -147,8 +122,8 @@ func TestZeroWakeNoLoss(t *testing.T) {
 			}
 			return nil
 		})
-		var lag int64
-		if err := src.QueryRow(ctx, `SELECT COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), -1)::bigint FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&lag); err != nil {
+		lag, err := slotUnconfirmed(ctx, src, slot)
+		if err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("unconfirmed WAL at zero: %d bytes (activation %d)", lag, activation)
@@ -169,14 +144,10 @@ func TestZeroWakeNoLoss(t *testing.T) {
 	})
 
 	t.Run("every row is in the lake exactly once", func(t *testing.T) {
-		buf, err := s.ConnectPostgres(ctx, stack.BufferDB)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer buf.Close(context.Background())
+		buf := connect(t, s, stack.BufferDB)
 		eventually(t, 60*time.Second, "an empty buffer", func(ctx context.Context) error {
-			var depth int64
-			if err := buf.QueryRow(ctx, `SELECT COALESCE(sum(events), 0)::bigint FROM philotes.event_chunks WHERE source = $1`, slot).Scan(&depth); err != nil {
+			depth, err := bufferDepth(ctx, buf, slot)
+			if err != nil {
 				return err
 			}
 			if depth != 0 {

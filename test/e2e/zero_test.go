@@ -22,11 +22,7 @@ func TestScaleToZero(t *testing.T) {
 	startNode(t, s, fakeWorker(t))
 	ctx := t.Context()
 
-	src, err := s.ConnectPostgres(ctx, stack.SourceDB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { src.Close(t.Context()) })
+	src := connect(t, s, stack.SourceDB)
 	if _, err := src.Exec(ctx, `CREATE TABLE public.pending (id int PRIMARY KEY)`); err != nil {
 		t.Fatal(err)
 	}
