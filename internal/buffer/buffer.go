@@ -202,24 +202,34 @@ func (b *Buffer) Relation(ctx context.Context, key int64) (change.Table, error) 
 
 // Stats are the buffer figures the metrics report.
 type Stats struct {
-	// Depth is the number of events not yet committed to the sink.
+	// Depth is the number of events not yet written to data files: the processors' work queue.
 	Depth int64
-	// Oldest is the commit time of the oldest such event (zero when Depth is 0).
+	// PendingFiles and PendingBytes are the data files written but not yet committed to their tables: the
+	// committer's queue.
+	PendingFiles, PendingBytes int64
+	// Oldest is the commit time of the oldest change not yet visible in Iceberg, whether it waits as an event
+	// or in a pending file (zero when there is none).
 	Oldest time.Time
 }
 
-// Stats reads depth and the oldest commit time for this source.
+// Stats reads depth, pending files and the oldest commit time for this source.
 func (b *Buffer) Stats(ctx context.Context) (Stats, error) {
 	var s Stats
-	var oldest *time.Time
+	var oldestEvent, oldestFile *time.Time
 	err := b.pool.QueryRow(ctx, `
 SELECT (SELECT COALESCE(sum(events), 0) FROM philotes.event_chunks WHERE source = $1),
-       (SELECT oldest_commit_time FROM philotes.event_chunks WHERE source = $1 ORDER BY id LIMIT 1)`, b.source).Scan(&s.Depth, &oldest)
+       (SELECT oldest_commit_time FROM philotes.event_chunks WHERE source = $1 ORDER BY id LIMIT 1),
+       f.n, f.bytes, f.oldest
+FROM (SELECT count(*) AS n, COALESCE(sum(bytes), 0) AS bytes, min(oldest_commit_time) AS oldest
+      FROM philotes.pending_files WHERE source = $1) f`, b.source).Scan(&s.Depth, &oldestEvent, &s.PendingFiles, &s.PendingBytes, &oldestFile)
 	if err != nil {
 		return Stats{}, fmt.Errorf("buffer: stats: %w", err)
 	}
-	if oldest != nil && s.Depth > 0 {
-		s.Oldest = *oldest
+	if oldestEvent != nil && s.Depth > 0 {
+		s.Oldest = *oldestEvent
+	}
+	if oldestFile != nil && (s.Oldest.IsZero() || oldestFile.Before(s.Oldest)) {
+		s.Oldest = *oldestFile
 	}
 	return s, nil
 }

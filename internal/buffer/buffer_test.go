@@ -72,7 +72,7 @@ func TestAppendClaimRoundTrip(t *testing.T) {
 				require.True(t, bytes.Equal(wants[i].tuple, e.Tuple), "event %d tuple", i)
 				require.True(t, bytes.Equal(wants[i].old, e.OldTuple), "event %d old tuple", i)
 			}
-			require.NoError(t, c.Commit(ctx))
+			require.NoError(t, c.Commit(ctx, nil, nil))
 			st, err = b.Stats(ctx)
 			require.NoError(t, err)
 			require.Zero(t, st.Depth)

@@ -35,7 +35,13 @@ type Claim struct {
 // Claim locks about n of this source's oldest unclaimed events (whole chunks: at least one, at most
 // n/ChunkEvents rounded up). A claim with no events holds nothing.
 func (b *Buffer) Claim(ctx context.Context, n int) (*Claim, error) {
-	tx, err := b.pool.Begin(ctx)
+	return b.claim(ctx, b.pool, n)
+}
+
+func (b *Buffer) claim(ctx context.Context, db interface {
+	Begin(context.Context) (pgx.Tx, error)
+}, n int) (*Claim, error) {
+	tx, err := db.Begin(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("buffer: claim: %w", err)
 	}
@@ -71,22 +77,6 @@ FOR UPDATE SKIP LOCKED`, b.source, max(1, (n+ChunkEvents-1)/ChunkEvents))
 		c.tx = nil
 	}
 	return c, nil
-}
-
-// Commit deletes the claimed events: call it only after the sink has committed them.
-func (c *Claim) Commit(ctx context.Context) error {
-	if c.tx == nil {
-		return nil
-	}
-	if _, err := c.tx.Exec(ctx, `DELETE FROM philotes.event_chunks WHERE source = $1 AND id = ANY($2)`, c.source, c.ids); err != nil {
-		_ = c.tx.Rollback(ctx)
-		return fmt.Errorf("buffer: delete %d claimed events: %w", len(c.Events), err)
-	}
-	if err := c.tx.Commit(ctx); err != nil {
-		return fmt.Errorf("buffer: commit claim: %w", err)
-	}
-	c.tx = nil
-	return nil
 }
 
 // Rollback releases the claimed events for another processor. It works even when the caller's context is

@@ -47,4 +47,43 @@ CREATE TABLE philotes.event_chunks (
 ALTER TABLE philotes.event_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
 COMMENT ON TABLE philotes.event_chunks IS 'Changes not yet committed to the sink; events id .. id+events-1 per row. sum(events) per source is the buffer depth.';
 `,
+	// 2: writers and a committer. Processors write Parquet data files and record them here in the transaction
+	// that deletes their events; one committer per source commits them to Iceberg on a cadence.
+	`CREATE SEQUENCE philotes.writer_leases;
+-- A data-file write in flight: inserted (and committed) before a processor writes the files of one claim for
+-- one table, deleted in the transaction that records them. The processor holds the session advisory lock
+-- (hashtext('philotes.writer'), lease) while it lives, so a row whose lock is free belongs to a write that
+-- can never be recorded: its files (named with write_uuid under location) are orphans, safe to remove.
+CREATE TABLE philotes.file_writes (
+	id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	source      text NOT NULL,
+	lease       bigint NOT NULL,
+	write_uuid  uuid NOT NULL,
+	location    text NOT NULL,
+	created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX file_writes_source_lease ON philotes.file_writes (source, lease);
+-- Data files written and recorded by processors, not yet committed to Iceberg. The committer first sets
+-- commit_seq (durably), then commits the files with the table property philotes.committed-seq = commit_seq,
+-- then deletes the rows: a row whose commit_seq is at most the table's committed-seq is already in the table.
+CREATE TABLE philotes.pending_files (
+	id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	source              text NOT NULL,
+	table_name          text NOT NULL,
+	file                bytea NOT NULL,
+	bytes               bigint NOT NULL,
+	records             bigint NOT NULL,
+	oldest_commit_time  timestamptz NOT NULL,
+	max_commit_lsn      bigint NOT NULL,
+	commit_seq          bigint,
+	created_at          timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX pending_files_source_table ON philotes.pending_files (source, table_name, id);
+COMMENT ON TABLE philotes.pending_files IS 'Data files written to the warehouse and not yet committed to their Iceberg table; count(*) per source is the committer''s queue.';
+-- The last commit sequence number the committer of each source handed out.
+CREATE TABLE philotes.commit_seqs (
+	source  text PRIMARY KEY,
+	last    bigint NOT NULL
+);
+`,
 }
