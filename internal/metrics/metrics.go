@@ -18,6 +18,15 @@ type Metrics struct {
 	batch        *prometheus.HistogramVec
 	errors       *prometheus.CounterVec
 
+	committerActive prometheus.Gauge
+	pendingFiles    prometheus.Gauge
+	pendingBytes    prometheus.Gauge
+	commitDuration  prometheus.Histogram
+	committedFiles  prometheus.Counter
+	snapshots       *prometheus.GaugeVec
+	dataFiles       *prometheus.GaugeVec
+	maintenance     *prometheus.CounterVec
+
 	mu     sync.Mutex
 	oldest time.Time // commit time of the oldest buffered change; zero when the buffer is empty
 	now    func() time.Time
@@ -29,7 +38,7 @@ func New(reg prometheus.Registerer, source string) *Metrics {
 	m := &Metrics{now: time.Now}
 	m.readerActive = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "philotes_cdc_reader_active",
-		Help:        "1 on the replica that holds the slot's reader role, 0 elsewhere; sum across replicas is 1 while a reader runs.",
+		Help:        "1 on the replica that holds the slot's reader role and streams from the slot, 0 elsewhere; sum across replicas is 1 while a reader runs.",
 		ConstLabels: labels,
 	})
 	m.retainedWAL = prometheus.NewGauge(prometheus.GaugeOpts{
@@ -39,34 +48,77 @@ func New(reg prometheus.Registerer, source string) *Metrics {
 	})
 	m.depth = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "philotes_buffer_depth",
-		Help:        "Events in the shared buffer not yet committed to the sink. Every replica reports the same value: aggregate with max, never sum.",
+		Help:        "Events in the shared buffer not yet written to data files: the processors' work queue. Every replica reports the same value: aggregate with max, never sum.",
 		ConstLabels: labels,
 	})
 	lag := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name:        "philotes_cdc_lag_seconds",
-		Help:        "Seconds since the commit of the oldest change not yet committed to the sink; 0 when the buffer is empty. Read from the shared buffer, so every replica reports the same value: aggregate with max, never sum. More processors make it fall.",
+		Help:        "Seconds since the source commit of the oldest change not yet visible in Iceberg, whether it waits in the buffer or in a data file the committer has not committed yet; 0 when nothing waits. Includes up to one commit interval. Read from the shared buffer, so every replica reports the same value: aggregate with max, never sum.",
 		ConstLabels: labels,
 	}, m.lagSeconds)
 	m.processed = prometheus.NewCounter(prometheus.CounterOpts{
 		Name:        "philotes_buffer_events_processed_total",
-		Help:        "Events this replica committed to the sink; sum(rate()) across replicas is the release's throughput.",
+		Help:        "Events this replica wrote to data files and recorded; sum(rate()) across replicas is the release's throughput.",
 		ConstLabels: labels,
 	})
 	m.batch = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:        "philotes_batch_duration_seconds",
-		Help:        "Time per batch by stage: buffer_append (reader COPY into the buffer) and sink_commit (processor write to the sink and buffer delete).",
+		Help:        "Time per batch by stage: buffer_append (reader COPY into the buffer) and sink_write (processor writes data files, records them and deletes the events).",
 		ConstLabels: labels,
 		Buckets:     prometheus.ExponentialBuckets(0.005, 2, 14),
 	}, []string{"stage"})
 	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name:        "philotes_errors_total",
-		Help:        "Errors by kind: replication, reader_lock, buffer, sink.",
+		Help:        "Errors by kind: replication, reader_lock, buffer, sink (writing data files), commit (the committer's Iceberg commits), maintenance.",
 		ConstLabels: labels,
 	}, []string{"kind"})
-	for _, kind := range []string{"replication", "reader_lock", "buffer", "sink"} {
+	for _, kind := range []string{"replication", "reader_lock", "buffer", "sink", "commit", "maintenance"} {
 		m.errors.WithLabelValues(kind)
 	}
-	reg.MustRegister(m.readerActive, m.retainedWAL, m.depth, lag, m.processed, m.batch, m.errors)
+	m.committerActive = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "philotes_iceberg_committer_active",
+		Help:        "1 on the replica that holds the source's committer role, 0 elsewhere; sum across replicas is 1 while a processor-running replica is up.",
+		ConstLabels: labels,
+	})
+	m.pendingFiles = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "philotes_iceberg_pending_files",
+		Help:        "Data files written and recorded but not yet committed to their Iceberg tables: the committer's queue. Read from the shared buffer: aggregate with max.",
+		ConstLabels: labels,
+	})
+	m.pendingBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "philotes_iceberg_pending_bytes",
+		Help:        "Bytes of the data files waiting for a commit. Read from the shared buffer: aggregate with max.",
+		ConstLabels: labels,
+	})
+	m.commitDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:        "philotes_iceberg_commit_duration_seconds",
+		Help:        "Time per Iceberg commit of one table's pending files, on the committer. Stays flat over months when maintenance keeps the metadata small.",
+		ConstLabels: labels,
+		Buckets:     prometheus.ExponentialBuckets(0.005, 2, 14),
+	})
+	m.committedFiles = prometheus.NewCounter(prometheus.CounterOpts{
+		Name:        "philotes_iceberg_committed_files_total",
+		Help:        "Data files the committer added to Iceberg tables.",
+		ConstLabels: labels,
+	})
+	m.snapshots = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name:        "philotes_iceberg_snapshots",
+		Help:        "Snapshots the table's metadata retains, as of the committer's last commit or maintenance; bounded by the snapshot retention. Reported by the committer.",
+		ConstLabels: labels,
+	}, []string{"table"})
+	m.dataFiles = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name:        "philotes_iceberg_data_files",
+		Help:        "Data files in the table's current snapshot, as of the committer's last maintenance; compaction keeps it bounded. Reported by the committer.",
+		ConstLabels: labels,
+	}, []string{"table"})
+	m.maintenance = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name:        "philotes_iceberg_maintenance_total",
+		Help:        "Table maintenance operations that changed something, by operation: expire_snapshots, rewrite_manifests, compact, remove_orphans.",
+		ConstLabels: labels,
+	}, []string{"operation"})
+	reg.MustRegister(m.readerActive, m.retainedWAL, m.depth, lag, m.processed, m.batch, m.errors,
+		m.committerActive, m.pendingFiles, m.pendingBytes, m.commitDuration, m.committedFiles, m.snapshots,
+		m.dataFiles, m.maintenance)
 	return m
 }
 
@@ -88,9 +140,9 @@ func (m *Metrics) ObserveAppend(d time.Duration) {
 	m.batch.WithLabelValues("buffer_append").Observe(d.Seconds())
 }
 
-// ObserveSink records one processor batch committed to the sink.
+// ObserveSink records one processor batch written to data files and recorded.
 func (m *Metrics) ObserveSink(d time.Duration, events int) {
-	m.batch.WithLabelValues("sink_commit").Observe(d.Seconds())
+	m.batch.WithLabelValues("sink_write").Observe(d.Seconds())
 	m.processed.Add(float64(events))
 }
 
@@ -115,3 +167,39 @@ func (m *Metrics) lagSeconds() float64 {
 	}
 	return max(m.now().Sub(oldest).Seconds(), 0)
 }
+
+// SetPending records the data files waiting for a commit.
+func (m *Metrics) SetPending(files, bytes int64) {
+	m.pendingFiles.Set(float64(files))
+	m.pendingBytes.Set(float64(bytes))
+}
+
+// SetCommitterActive records whether this replica holds the committer role.
+func (m *Metrics) SetCommitterActive(active bool) {
+	if active {
+		m.committerActive.Set(1)
+		return
+	}
+	m.committerActive.Set(0)
+	m.snapshots.Reset()
+	m.dataFiles.Reset()
+}
+
+// ObserveCommit records one Iceberg commit of files data files.
+func (m *Metrics) ObserveCommit(d time.Duration, files int) {
+	m.commitDuration.Observe(d.Seconds())
+	m.committedFiles.Add(float64(files))
+}
+
+// SetTable records a table's retained snapshots and current data files (a negative count is left as it was).
+func (m *Metrics) SetTable(table string, snapshots, dataFiles int) {
+	if snapshots >= 0 {
+		m.snapshots.WithLabelValues(table).Set(float64(snapshots))
+	}
+	if dataFiles >= 0 {
+		m.dataFiles.WithLabelValues(table).Set(float64(dataFiles))
+	}
+}
+
+// Maintained counts one maintenance operation that changed a table.
+func (m *Metrics) Maintained(operation string) { m.maintenance.WithLabelValues(operation).Inc() }

@@ -16,6 +16,9 @@ func TestMetricsLint(t *testing.T) {
 	m := New(reg, "orders")
 	m.ObserveSink(time.Second, 10)
 	m.ObserveAppend(time.Millisecond)
+	m.ObserveCommit(time.Second, 3)
+	m.SetTable("public_orders", 12, 4)
+	m.Maintained("expire_snapshots")
 	problems, err := testutil.GatherAndLint(reg)
 	require.NoError(t, err)
 	require.Empty(t, problems)
@@ -43,7 +46,7 @@ func TestLagDepthAndProcessed(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m.SetBuffer(tc.depth, tc.oldest)
 			require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP philotes_cdc_lag_seconds Seconds since the commit of the oldest change not yet committed to the sink; 0 when the buffer is empty. Read from the shared buffer, so every replica reports the same value: aggregate with max, never sum. More processors make it fall.
+# HELP philotes_cdc_lag_seconds Seconds since the source commit of the oldest change not yet visible in Iceberg, whether it waits in the buffer or in a data file the committer has not committed yet; 0 when nothing waits. Includes up to one commit interval. Read from the shared buffer, so every replica reports the same value: aggregate with max, never sum.
 # TYPE philotes_cdc_lag_seconds gauge
 philotes_cdc_lag_seconds{source="orders"} `+tc.want+`
 `), "philotes_cdc_lag_seconds"))

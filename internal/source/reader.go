@@ -163,8 +163,6 @@ func (r *Reader) session(ctx context.Context) (held bool, err error) {
 	if !ok {
 		return false, nil
 	}
-	r.cfg.Metrics.SetReaderActive(true)
-	defer r.cfg.Metrics.SetReaderActive(false)
 	r.log.Info("took the reader role")
 
 	if err := r.ensurePublication(ctx, conn); err != nil {
@@ -183,6 +181,10 @@ func (r *Reader) session(ctx context.Context) (held bool, err error) {
 	if err != nil {
 		return true, fmt.Errorf("start replication on slot %s: %w", r.cfg.Slot, err)
 	}
+	// Active once streaming: from here on every change committed at the source reaches the buffer (a new slot
+	// starts at its creation, so a change committed before that point never would).
+	r.cfg.Metrics.SetReaderActive(true)
+	defer r.cfg.Metrics.SetReaderActive(false)
 	return true, r.stream(ctx, conn, progress)
 }
 
