@@ -9,21 +9,17 @@
 // whose names collide after joining with "_" fail loudly instead of sharing a table. Columns added at the
 // source are added to the Iceberg table before the batch is written.
 //
-// # Exactly once
+// # Writers and a committer
 //
-// Every append records in its snapshot summary the buffer (PropBufferID) and the event IDs it wrote
-// (PropEventIDs, PropMaxEventID). Before appending, a write drops the changes whose event IDs a snapshot on
-// the table's current branch already holds for the same buffer, so events the buffer hands out again after a
-// crash between the Iceberg commit and the buffer commit are not written twice, however they are regrouped.
-// Commits are compare-and-swap on the table's current snapshot: a concurrent append by another writer makes
-// the commit fail, and the write reloads the table, checks for duplicates again and retries with backoff.
-// The library's own refresh-and-replay retry is disabled on the tables this package creates, because a
-// replay would skip the duplicate check. A retry commits the data files it already wrote when the pending
-// changes and the schema are unchanged; otherwise the earlier files stay behind as orphans (deleting them is
-// unsafe while the earlier commit's state is unknown), for an orphan-file clean-up to remove.
-//
-// The check reads the snapshots in the table metadata, so snapshot expiry must keep snapshots longer than
-// the buffer can take to hand events out again.
+// Processors in every replica call Prepare and WriteFiles: they write Parquet data files named with a write
+// UUID and commit nothing. The worker records the encoded files in the buffer, in the transaction that
+// deletes their events. One committer per source calls Committed and Commit: it adds every recorded file of
+// a table in one snapshot per interval, however many writers there are, and sets the table property
+// PropCommittedSeq to the commit's sequence number in the same metadata commit. Exactly once therefore rests
+// on the current table metadata only, never on snapshot history, so Maintain can expire snapshots, rewrite
+// manifests and compact data files freely. The library's own refresh-and-replay retry is disabled on the
+// tables this package creates: a conflict is reported (ErrConflict) and the committer decides what to retry
+// from the committed sequence number.
 //
 // # Types
 //
@@ -46,12 +42,10 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/catalog"
@@ -88,14 +82,14 @@ type Config struct {
 	CatalogName string
 	// Namespace holds the tables; dots make a nested namespace. Default "philotes".
 	Namespace string
-	// BufferID identifies the buffer database instance whose event IDs are recorded; required.
-	BufferID string
 	// Properties are passed to the catalog and its file IO: S3 endpoint, keys, region, REST credentials.
 	Properties map[string]string
 	// Logger receives commit retries and table creations. Default slog.Default().
 	Logger *slog.Logger
-	// MaxCommitAttempts bounds the attempts of one table's append under conflicts. Default 10.
+	// MaxCommitAttempts bounds the attempts of a writer's schema change under conflicts. Default 10.
 	MaxCommitAttempts int
+	// Maintenance configures Maintain.
+	Maintenance MaintenanceConfig
 }
 
 // validate checks the settings and reports every bad one at once.
@@ -119,9 +113,6 @@ func (c *Config) validate() error {
 	case !strings.HasPrefix(c.CatalogURI, "http://") && !strings.HasPrefix(c.CatalogURI, "https://"):
 		errs = append(errs, fmt.Errorf("CatalogURI: %q: want empty (SQL catalog in the buffer database) or http(s)://", c.CatalogURI))
 	}
-	if c.BufferID == "" {
-		errs = append(errs, errors.New("BufferID: required"))
-	}
 	if c.MaxCommitAttempts < 0 {
 		errs = append(errs, errors.New("MaxCommitAttempts: must not be negative"))
 	}
@@ -141,6 +132,7 @@ func (c *Config) setDefaults() {
 	if c.MaxCommitAttempts == 0 {
 		c.MaxCommitAttempts = 10
 	}
+	c.Maintenance.setDefaults()
 }
 
 // Sink writes change batches to Iceberg tables. It is safe for concurrent use; writes to the same table
@@ -153,8 +145,11 @@ type Sink struct {
 	mem       memory.Allocator
 	log       *slog.Logger
 
-	mu     sync.Mutex // guards tables
-	tables map[sourceTable]*tableState
+	props iceberg.Properties // catalog and file IO properties
+
+	mu         sync.Mutex // guards tables and committing
+	tables     map[sourceTable]*tableState
+	committing map[string]*table.Table // the committer's view, by table name
 
 	nsMu sync.Mutex // guards nsOK; taken with a tableState's mu held
 	nsOK bool
@@ -189,11 +184,13 @@ func New(ctx context.Context, cfg Config) (*Sink, error) {
 	}
 
 	s := &Sink{
-		cfg:       cfg,
-		namespace: strings.Split(cfg.Namespace, "."),
-		mem:       memory.DefaultAllocator,
-		log:       cfg.Logger,
-		tables:    map[sourceTable]*tableState{},
+		cfg:        cfg,
+		namespace:  strings.Split(cfg.Namespace, "."),
+		mem:        memory.DefaultAllocator,
+		log:        cfg.Logger,
+		props:      props,
+		tables:     map[sourceTable]*tableState{},
+		committing: map[string]*table.Table{},
 	}
 	if cfg.CatalogURI == "" {
 		pcfg, err := pgx.ParseConfig(cfg.BufferURL)
@@ -254,203 +251,6 @@ func (s *Sink) Close() error {
 	return errors.Join(errs...)
 }
 
-// Write appends the batch's changes, one commit per table. Changes already written by an earlier delivery
-// of the same events are skipped. When Write returns nil every change of the batch is committed to Iceberg.
-func (s *Sink) Write(ctx context.Context, batch []change.TableChanges) error {
-	for i := range batch {
-		tc := &batch[i]
-		if len(tc.Changes) == 0 {
-			continue
-		}
-		if err := s.writeTable(ctx, tc); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// sourceTable identifies a source table. Two source tables may map to the same Iceberg table name; each gets
-// its own tableState, and the second one's load fails the source check.
-type sourceTable struct{ schema, name string }
-
-func (s *Sink) state(t change.Table) *tableState {
-	key := sourceTable{t.Schema, t.Name}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ts, ok := s.tables[key]
-	if !ok {
-		ident := append(table.Identifier{}, s.namespace...)
-		ident = append(ident, t.Schema+"_"+t.Name)
-		ts = &tableState{ident: ident, name: strings.Join(ident, ".")}
-		s.tables[key] = ts
-	}
-	return ts
-}
-
-func (s *Sink) writeTable(ctx context.Context, tc *change.TableChanges) error {
-	ts := s.state(tc.Table)
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	if err := s.writeTableLocked(ctx, ts, tc); err != nil {
-		return fmt.Errorf("iceberg table %s (source %s.%s): %w", ts.name, tc.Table.Schema, tc.Table.Name, err)
-	}
-	return nil
-}
-
-func (s *Sink) writeTableLocked(ctx context.Context, ts *tableState, tc *change.TableChanges) error {
-	if ts.tbl == nil {
-		tbl, err := s.loadOrCreate(ctx, ts, tc.Table)
-		if err != nil {
-			return err
-		}
-		ts.tbl = tbl
-	}
-	minID, maxID := tc.Changes[0].EventID, tc.Changes[0].EventID
-	for i := range tc.Changes {
-		minID, maxID = min(minID, tc.Changes[i].EventID), max(maxID, tc.Changes[i].EventID)
-	}
-
-	var files dataFiles
-	for attempt := 1; ; attempt++ {
-		err := s.tryAppend(ctx, ts, tc, minID, maxID, &files)
-		var ce *commitError
-		if err == nil || ctx.Err() != nil || !errors.As(err, &ce) {
-			return err // done, cancelled, or failed before committing (bad value, I/O): retrying won't help
-		}
-		fresh, lerr := s.cat.LoadTable(ctx, ts.ident)
-		if lerr != nil {
-			return errors.Join(err, fmt.Errorf("reload after failed commit: %w", lerr))
-		}
-		moved := fresh.MetadataLocation() != ts.tbl.MetadataLocation()
-		ts.tbl = fresh
-		// Retry a conflict, or any failure after which the table moved (perhaps by this very commit, when the
-		// catalog reported an error after accepting it): the retry checks for duplicates again, so it is safe.
-		if !errors.Is(err, table.ErrCommitFailed) && !moved {
-			return err
-		}
-		if attempt >= s.cfg.MaxCommitAttempts {
-			return fmt.Errorf("gave up after %d commit attempts: %w", attempt, err)
-		}
-		s.log.LogAttrs(ctx, slog.LevelDebug, "iceberg commit conflict, retrying",
-			slog.String("table", ts.name), slog.Int("attempt", attempt), slog.Any("err", err))
-		if err := backoff(ctx, attempt); err != nil {
-			return err
-		}
-	}
-}
-
-// commitError marks a failed catalog commit, the failure that a retry on the reloaded table may overcome.
-type commitError struct{ err error }
-
-func (e *commitError) Error() string { return e.err.Error() }
-func (e *commitError) Unwrap() error { return e.err }
-
-// dataFiles are the data files written for one attempt, kept so that a retry after a commit conflict can
-// commit them again instead of rewriting them, when the pending changes and the schema are unchanged.
-type dataFiles struct {
-	schemaID int
-	pending  int // number of pending changes; pending changes only shrink between attempts
-	files    []iceberg.DataFile
-}
-
-// tryAppend makes one attempt: add the source's new columns if any, drop the changes already written and
-// append the rest in one snapshot. prev holds the previous attempt's data files, if any.
-func (s *Sink) tryAppend(ctx context.Context, ts *tableState, tc *change.TableChanges, minID, maxID int64, prev *dataFiles) error {
-	if add, promote := schemaChanges(ts.tbl.Schema(), tc.Table); len(add)+len(promote) > 0 {
-		if err := s.evolveSchema(ctx, ts, add, promote); err != nil {
-			return err
-		}
-	}
-
-	written, err := writtenRanges(ts.tbl.Metadata(), s.cfg.BufferID, minID, maxID)
-	if err != nil {
-		return fmt.Errorf("read written event IDs: %w", err)
-	}
-	pending := pendingChanges(tc.Changes, written)
-	if skipped := len(tc.Changes) - len(pending); skipped > 0 {
-		s.log.LogAttrs(ctx, slog.LevelInfo, "skipping changes already written to iceberg",
-			slog.String("table", ts.name), slog.Int("skipped", skipped), slog.Int("pending", len(pending)))
-	}
-	if len(pending) == 0 {
-		return nil
-	}
-
-	sc := ts.tbl.Schema()
-	if prev.files == nil || prev.schemaID != sc.ID || prev.pending != len(pending) {
-		// Files of an earlier attempt that no longer fit stay behind as orphans: deleting them is unsafe
-		// while that attempt's commit state is unknown.
-		files, err := s.writeDataFiles(ctx, ts, tc.Table, pending)
-		if err != nil {
-			return err
-		}
-		*prev = dataFiles{schemaID: sc.ID, pending: len(pending), files: files}
-	}
-
-	txn := ts.tbl.NewTransaction()
-	// The files are new, so the duplicate path check (a scan of every manifest) is pointless.
-	err = txn.AddDataFiles(ctx, prev.files, summaryProps(s.cfg.BufferID, pending),
-		table.WithoutDuplicateCheck(), table.WithoutAutoNameMapping())
-	if err != nil {
-		return fmt.Errorf("add data files: %w", err)
-	}
-	tbl, err := txn.Commit(ctx)
-	if err != nil {
-		return &commitError{fmt.Errorf("commit append: %w", err)}
-	}
-	ts.tbl = tbl
-	return nil
-}
-
-// writeDataFiles writes the changes to Parquet data files of the table's current schema.
-func (s *Sink) writeDataFiles(ctx context.Context, ts *tableState, src change.Table, pending []change.Change) ([]iceberg.DataFile, error) {
-	sc := ts.tbl.Schema()
-	if ts.writer == nil || ts.writer.schemaID != sc.ID {
-		if ts.writer != nil {
-			ts.writer.release()
-			ts.writer = nil
-		}
-		w, err := newRecordWriter(s.mem, sc)
-		if err != nil {
-			return nil, err
-		}
-		ts.writer = w
-	}
-	rec, err := ts.writer.build(src, pending)
-	if err != nil {
-		return nil, err
-	}
-	defer rec.Release()
-	records := func(yield func(arrow.RecordBatch, error) bool) {
-		rec.Retain() // WriteRecords releases what it consumes
-		yield(rec, nil)
-	}
-	var files []iceberg.DataFile
-	for df, err := range table.WriteRecords(ctx, ts.tbl, ts.writer.schema, records) {
-		if err != nil {
-			return nil, fmt.Errorf("write data files: %w", err)
-		}
-		files = append(files, df)
-	}
-	return files, nil
-}
-
-// summaryProps records the appended events in the snapshot summary.
-func summaryProps(bufferID string, changes []change.Change) iceberg.Properties {
-	ids := make([]int64, len(changes))
-	var maxLSN uint64
-	for i := range changes {
-		ids[i] = changes[i].EventID
-		maxLSN = max(maxLSN, changes[i].CommitLSN)
-	}
-	rs := toRanges(ids)
-	return iceberg.Properties{
-		PropBufferID:     bufferID,
-		PropEventIDs:     formatRanges(rs),
-		PropMaxEventID:   strconv.FormatInt(rs[len(rs)-1].hi, 10),
-		PropMaxCommitLSN: strconv.FormatUint(maxLSN, 10),
-	}
-}
-
 // evolveSchema adds the source's new columns to the table, as optional columns, and widens the types of
 // the promoted ones.
 func (s *Sink) evolveSchema(ctx context.Context, ts *tableState, add, promote []change.Column) error {
@@ -473,9 +273,14 @@ func (s *Sink) evolveSchema(ctx context.Context, ts *tableState, add, promote []
 	if err := us.Commit(); err != nil {
 		return fmt.Errorf("schema update (add %v, widen %v): %w", added, promoted, err)
 	}
-	tbl, err := txn.Commit(ctx)
-	if err != nil {
+	if _, err := txn.Commit(ctx); err != nil {
 		return &commitError{fmt.Errorf("commit schema update (add %v, widen %v): %w", added, promoted, err)}
+	}
+	// Load the table afresh rather than keep what Commit returned: that holds every earlier version of the
+	// metadata (see Commit).
+	tbl, err := s.cat.LoadTable(ctx, ts.ident)
+	if err != nil {
+		return fmt.Errorf("reload after schema update: %w", err)
 	}
 	ts.tbl = tbl
 	s.log.LogAttrs(ctx, slog.LevelInfo, "evolved iceberg table schema", slog.String("table", ts.name),
@@ -500,14 +305,10 @@ func (s *Sink) loadOrCreate(ctx context.Context, ts *tableState, src change.Tabl
 	if err != nil {
 		return nil, err
 	}
-	tbl, err = s.cat.CreateTable(ctx, ts.ident, sc, catalog.WithProperties(iceberg.Properties{
-		propSourceSchema: src.Schema,
-		propSourceTable:  src.Name,
-		// No refresh-and-replay inside the library: it would skip the duplicate check. Write retries instead.
-		table.CommitNumRetriesKey: "0",
-		// One metadata file per commit adds up; keep the last few.
-		table.MetadataDeleteAfterCommitEnabledKey: "true",
-	}))
+	props := s.tableProperties()
+	props[propSourceSchema] = src.Schema
+	props[propSourceTable] = src.Name
+	tbl, err = s.cat.CreateTable(ctx, ts.ident, sc, catalog.WithProperties(props))
 	if errors.Is(err, catalog.ErrTableAlreadyExists) {
 		tbl, err = s.cat.LoadTable(ctx, ts.ident)
 		if err != nil {
@@ -531,7 +332,7 @@ func checkSource(tbl *table.Table, src change.Table) error {
 		return fmt.Errorf("table was created for source table %s.%s: name collision", schema, name)
 	}
 	if n := p.GetInt(table.CommitNumRetriesKey, 0); n != 0 {
-		return fmt.Errorf("table property %s is %d: must be 0 for exactly-once appends", table.CommitNumRetriesKey, n)
+		return fmt.Errorf("table property %s is %d: must be 0 for exactly-once commits", table.CommitNumRetriesKey, n)
 	}
 	return nil
 }
@@ -550,7 +351,8 @@ func (s *Sink) ensureNamespace(ctx context.Context) error {
 	return nil
 }
 
-// backoff waits before retry attempt n (1-based): exponential from 50ms, capped at 2s, with full jitter.
+// backoff waits before retry attempt n (1-based): exponential from 50ms, capped at 2s, with equal jitter (half
+// fixed, half random).
 func backoff(ctx context.Context, n int) error {
 	d := min(50*time.Millisecond<<min(n-1, 6), 2*time.Second)
 	d = d/2 + rand.N(d/2+1)

@@ -5,12 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,7 +43,6 @@ func (e testEnv) config() Config {
 	return Config{
 		Warehouse: e.warehouse,
 		BufferURL: e.bufferURL,
-		BufferID:  "buffer-1",
 		Logger:    slog.New(slog.DiscardHandler),
 	}
 }
@@ -141,6 +139,81 @@ func text(s string) change.Value { return change.Value{Text: []byte(s)} }
 
 var null = change.Value{Null: true}
 
+// writeAndCommit is a processor and a committer in one: Prepare and WriteFiles (a new write UUID each) for every
+// TableChanges, then, per table in order of first appearance, Committed and one Commit of all its files with
+// the given sequence number. It returns the files written, by table name.
+func writeAndCommit(t testing.TB, ctx context.Context, s *Sink, seq int64, tcs ...change.TableChanges) map[string][]File {
+	t.Helper()
+	byTable := map[string][]File{}
+	var order []string
+	for i := range tcs {
+		_, err := s.Prepare(ctx, tcs[i].Table)
+		require.NoError(t, err)
+		files, err := s.WriteFiles(ctx, &tcs[i], uuid.New())
+		require.NoError(t, err)
+		name := TableName(tcs[i].Table)
+		if _, ok := byTable[name]; !ok {
+			order = append(order, name)
+		}
+		byTable[name] = append(byTable[name], files...)
+	}
+	for _, name := range order {
+		commitFiles(t, ctx, s, name, seq, byTable[name])
+	}
+	return byTable
+}
+
+// commitFiles is the committer's part: Committed, then one Commit of the files with sequence number seq.
+func commitFiles(t testing.TB, ctx context.Context, s *Sink, name string, seq int64, files []File) {
+	t.Helper()
+	_, err := s.Committed(ctx, name)
+	require.NoError(t, err)
+	require.NoError(t, s.Commit(ctx, name, seq, encoded(files), maxLSN(files)))
+}
+
+func encoded(files []File) [][]byte {
+	out := make([][]byte, len(files))
+	for i, f := range files {
+		out[i] = f.Encoded
+	}
+	return out
+}
+
+func maxLSN(files []File) uint64 {
+	var m uint64
+	for _, f := range files {
+		m = max(m, f.MaxCommitLSN)
+	}
+	return m
+}
+
+// localPath is the file system path of a file:// location.
+func localPath(location string) string { return strings.TrimPrefix(location, "file://") }
+
+// filesUnder lists the files under a file:// location whose names end with suffix, as sorted base names; a
+// missing folder has none.
+func filesUnder(t testing.TB, location, suffix string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(localPath(location), func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.HasSuffix(p, suffix) {
+			out = append(out, filepath.Base(p))
+		}
+		return nil
+	})
+	if os.IsNotExist(err) {
+		return nil
+	}
+	require.NoError(t, err)
+	slices.Sort(out)
+	return out
+}
+
+// TestRoundTrip proves that every supported type survives a write and a commit, and that the commit marks
+// the snapshot (commit seq, max commit LSN) and the table (committed seq).
 func TestRoundTrip(t *testing.T) {
 	env := newTestEnv(t)
 	s := newTestSink(t, env.config())
@@ -192,7 +265,14 @@ func TestRoundTrip(t *testing.T) {
 		mk(4, change.Delete, 310, 0, delete2),
 		mk(5, change.Truncate, 410, 0, nil),
 	}
-	require.NoError(t, s.Write(ctx, []change.TableChanges{{Table: tbl, Changes: changes}}))
+	files := writeAndCommit(t, ctx, s, 7, change.TableChanges{Table: tbl, Changes: changes})
+	require.Len(t, files["public_all_types"], 1)
+	f := files["public_all_types"][0]
+	require.Equal(t, "public_all_types", f.Table)
+	require.Equal(t, int64(5), f.Records)
+	require.Equal(t, uint64(1400), f.MaxCommitLSN)
+	require.True(t, commitTime.Equal(f.OldestCommitTime))
+	require.Positive(t, f.Bytes)
 
 	ident := table.Identifier{"philotes", "public_all_types"}
 	itbl, got := scan(t, ctx, s, ident)
@@ -248,11 +328,15 @@ func TestRoundTrip(t *testing.T) {
 		require.Equal(t, name[0] == '_', f.Required, "required %s", name)
 	}
 
+	require.Len(t, itbl.Metadata().Snapshots(), 1, "one commit, one snapshot")
 	sum := itbl.CurrentSnapshot().Summary.Properties
-	require.Equal(t, "buffer-1", sum[PropBufferID])
-	require.Equal(t, "1-5", sum[PropEventIDs])
-	require.Equal(t, "5", sum[PropMaxEventID])
+	require.Equal(t, "7", sum[PropCommitSeq])
 	require.Equal(t, "1400", sum[PropMaxCommitLSN])
+	require.Equal(t, "1", sum["added-data-files"])
+	require.Equal(t, "7", itbl.Properties()[PropCommittedSeq])
+	committed, err := s.Committed(ctx, "public_all_types")
+	require.NoError(t, err)
+	require.Equal(t, int64(7), committed)
 }
 
 // idTable is a small table whose id column carries the event ID, so tests can count what was written.
@@ -260,6 +344,8 @@ var idTable = change.Table{Schema: "app", Name: "events", Columns: []change.Colu
 	{Name: "id", TypeOID: oidInt8, TypeMod: -1, Key: true},
 	col("payload", oidText, -1),
 }}
+
+const idTableName = "app_events"
 
 func idChanges(ids ...int64) []change.Change {
 	out := make([]change.Change, len(ids))
@@ -272,7 +358,13 @@ func idChanges(ids ...int64) []change.Change {
 	return out
 }
 
-func seq(lo, hi int64) []int64 {
+// idTC is a TableChanges of idTable with the given IDs.
+func idTC(ids ...int64) change.TableChanges {
+	return change.TableChanges{Table: idTable, Changes: idChanges(ids...)}
+}
+
+// idRange returns lo..hi.
+func idRange(lo, hi int64) []int64 {
 	var out []int64
 	for id := lo; id <= hi; id++ {
 		out = append(out, id)
@@ -282,7 +374,8 @@ func seq(lo, hi int64) []int64 {
 
 // writtenIDs returns the sorted id column of app_events.
 func writtenIDs(t testing.TB, ctx context.Context, s *Sink) ([]int64, *table.Table) {
-	tbl, got := scan(t, ctx, s, table.Identifier{"philotes", "app_events"})
+	t.Helper()
+	tbl, got := scan(t, ctx, s, table.Identifier{"philotes", idTableName})
 	ids := make([]int64, 0, len(got["id"]))
 	for _, v := range got["id"] {
 		ids = append(ids, v.(int64))
@@ -291,149 +384,8 @@ func writtenIDs(t testing.TB, ctx context.Context, s *Sink) ([]int64, *table.Tab
 	return ids, tbl
 }
 
-func TestRedelivery(t *testing.T) {
-	tests := []struct {
-		name       string
-		first      [][]int64 // table-changes groups of the first delivery
-		second     [][]int64 // of the re-delivery
-		want       []int64
-		lastRanges string // philotes.event-ids of the last snapshot
-	}{
-		{
-			name:       "overlapping batch",
-			first:      [][]int64{seq(1, 10)},
-			second:     [][]int64{seq(6, 15)},
-			want:       seq(1, 15),
-			lastRanges: "11-15",
-		},
-		{
-			name:       "regrouped with holes",
-			first:      [][]int64{{1, 2, 3, 7, 8}},
-			second:     [][]int64{{2, 3, 4}, {5, 7, 9}},
-			want:       []int64{1, 2, 3, 4, 5, 7, 8, 9},
-			lastRanges: "5-5,9-9",
-		},
-		{
-			name:       "exact repeat",
-			first:      [][]int64{seq(1, 4)},
-			second:     [][]int64{seq(1, 4)},
-			want:       seq(1, 4),
-			lastRanges: "1-4",
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			env := newTestEnv(t)
-			s := newTestSink(t, env.config())
-			ctx := testContext(t, 2*time.Minute)
-			write := func(groups [][]int64) {
-				var batch []change.TableChanges
-				for _, g := range groups {
-					batch = append(batch, change.TableChanges{Table: idTable, Changes: idChanges(g...)})
-				}
-				require.NoError(t, s.Write(ctx, batch))
-			}
-			write(tt.first)
-			// A second Sink, as another replica after a crash, sees the same buffer.
-			s = newTestSink(t, env.config())
-			write(tt.second)
-
-			ids, tbl := writtenIDs(t, ctx, s)
-			require.Equal(t, tt.want, ids)
-			require.Equal(t, tt.lastRanges, tbl.CurrentSnapshot().Summary.Properties[PropEventIDs])
-		})
-	}
-
-	t.Run("another buffer's event IDs are not duplicates", func(t *testing.T) {
-		env := newTestEnv(t)
-		ctx := testContext(t, 2*time.Minute)
-		a := newTestSink(t, env.config())
-		cfgB := env.config()
-		cfgB.BufferID = "buffer-2"
-		b := newTestSink(t, cfgB)
-		require.NoError(t, a.Write(ctx, []change.TableChanges{{Table: idTable, Changes: idChanges(1, 2)}}))
-		require.NoError(t, b.Write(ctx, []change.TableChanges{{Table: idTable, Changes: idChanges(1, 2)}}))
-		ids, _ := writtenIDs(t, ctx, a)
-		require.Equal(t, []int64{1, 1, 2, 2}, ids)
-	})
-}
-
-func TestConcurrentAppends(t *testing.T) {
-	env := newTestEnv(t)
-	ctx := testContext(t, 4*time.Minute)
-	const (
-		sinks        = 3
-		perSink      = 2
-		batches      = 4
-		batchSize    = 50
-		pairsOfSinks = sinks * perSink / 2
-	)
-	retries := &countingHandler{msg: "iceberg commit conflict, retrying"}
-	// The replicas start together on a fresh buffer database, racing to create the catalog tables.
-	ss := make([]*Sink, sinks)
-	startErrs := make([]error, sinks)
-	var starting sync.WaitGroup
-	for i := range ss {
-		starting.Go(func() {
-			cfg := env.config()
-			cfg.Logger = slog.New(retries)
-			cfg.MaxCommitAttempts = 50
-			ss[i], startErrs[i] = New(ctx, cfg)
-		})
-	}
-	starting.Wait()
-	for i, s := range ss {
-		require.NoError(t, startErrs[i], "start sink %d", i)
-		t.Cleanup(func() { require.NoError(t, s.Close()) })
-	}
-	// Workers 2k and 2k+1 run on different Sinks and deliver the same batches at the same time, as a
-	// processor whose buffer transaction was lost and the one that claimed its events again might.
-	var wg sync.WaitGroup
-	errs := make(chan error, sinks*perSink)
-	for w := range sinks * perSink {
-		wg.Go(func() {
-			s := ss[w%sinks]
-			base := int64(w/2) * 1000
-			for k := range int64(batches) {
-				lo := base + k*batchSize + 1
-				if err := s.Write(ctx, []change.TableChanges{{Table: idTable, Changes: idChanges(seq(lo, lo+batchSize-1)...)}}); err != nil {
-					errs <- fmt.Errorf("worker %d batch %d: %w", w, k, err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
-
-	var want []int64
-	for p := range int64(pairsOfSinks) {
-		want = append(want, seq(p*1000+1, p*1000+batches*batchSize)...)
-	}
-	ids, _ := writtenIDs(t, ctx, ss[0])
-	require.Equal(t, want, ids, "every event exactly once")
-	t.Logf("%d commit conflicts retried", retries.n.Load())
-}
-
-// countingHandler counts the log records with one message.
-type countingHandler struct {
-	msg string
-	n   atomic.Int64
-}
-
-func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h *countingHandler) WithGroup(string) slog.Handler            { return h }
-func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
-	if r.Message == h.msg {
-		h.n.Add(1)
-	}
-	return nil
-}
-
+// TestSchemaEvolution proves that new source columns are added and widened types promoted before a write,
+// and that a batch mixing the new and the old relation of one table lands in one commit.
 func TestSchemaEvolution(t *testing.T) {
 	env := newTestEnv(t)
 	s := newTestSink(t, env.config())
@@ -455,12 +407,13 @@ func TestSchemaEvolution(t *testing.T) {
 		}
 		return c
 	}
-	require.NoError(t, s.Write(ctx, []change.TableChanges{{Table: v1, Changes: []change.Change{ins(1, "1", "ann", "5", "1.25")}}}))
+	writeAndCommit(t, ctx, s, 1, change.TableChanges{Table: v1, Changes: []change.Change{ins(1, "1", "ann", "5", "1.25")}})
 	// One batch with the new and the old relation of the same table (a late event of the old one).
-	require.NoError(t, s.Write(ctx, []change.TableChanges{
-		{Table: v2, Changes: []change.Change{ins(2, "2", "bob", "9999999999", "1234567890.50", "2000-01-02", "1.5")}},
-		{Table: v1, Changes: []change.Change{ins(3, "3", "cy", "7", "2.00")}},
-	}))
+	files := writeAndCommit(t, ctx, s, 2,
+		change.TableChanges{Table: v2, Changes: []change.Change{ins(2, "2", "bob", "9999999999", "1234567890.50", "2000-01-02", "1.5")}},
+		change.TableChanges{Table: v1, Changes: []change.Change{ins(3, "3", "cy", "7", "2.00")}},
+	)
+	require.Len(t, files["app_people"], 2)
 
 	tbl, got := scan(t, ctx, s, table.Identifier{"philotes", "app_people"})
 	var fields []string
@@ -482,8 +435,11 @@ func TestSchemaEvolution(t *testing.T) {
 		2: {"bob", int64(9999999999), "1234567890.50", time.Date(2000, 1, 2, 0, 0, 0, 0, time.UTC), 1.5},
 		3: {"cy", int64(7), "2.00", nil, nil},
 	}, rows)
+	require.Len(t, tbl.Metadata().Snapshots(), 2, "one snapshot per commit")
+	require.Equal(t, "2", tbl.Properties()[PropCommittedSeq])
 }
 
+// TestBadConfig proves that New reports each bad setting by name.
 func TestBadConfig(t *testing.T) {
 	env := newTestEnv(t)
 	srvURL := env.bufferURL
@@ -501,7 +457,7 @@ func TestBadConfig(t *testing.T) {
 		}, "BufferURL"},
 		{"unknown catalog scheme", func(c *Config) { c.CatalogURI = "thrift://host:9083" }, "CatalogURI"},
 		{"unreachable REST catalog", func(c *Config) { c.CatalogURI = "http://127.0.0.1:1/catalog" }, "CatalogURI"},
-		{"no buffer ID", func(c *Config) { c.BufferID = "" }, "BufferID"},
+		{"negative commit attempts", func(c *Config) { c.MaxCommitAttempts = -1 }, "MaxCommitAttempts"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -518,69 +474,55 @@ func TestBadConfig(t *testing.T) {
 	}
 }
 
+// TestNameCollision proves that two source tables whose names join to the same Iceberg table name fail
+// loudly in Prepare, in the Sink that created the table and in another one.
 func TestNameCollision(t *testing.T) {
 	env := newTestEnv(t)
 	s := newTestSink(t, env.config())
 	ctx := testContext(t, time.Minute)
 	a := change.Table{Schema: "a_b", Name: "c", Columns: idTable.Columns}
 	b := change.Table{Schema: "a", Name: "b_c", Columns: idTable.Columns}
-	require.NoError(t, s.Write(ctx, []change.TableChanges{{Table: a, Changes: idChanges(1)}}))
+	writeAndCommit(t, ctx, s, 1, change.TableChanges{Table: a, Changes: idChanges(1)})
 	for _, name := range []string{"same Sink", "another Sink"} {
 		t.Run(name, func(t *testing.T) {
 			if name == "another Sink" {
 				s = newTestSink(t, env.config())
 			}
-			err := s.Write(ctx, []change.TableChanges{{Table: b, Changes: idChanges(2)}})
+			_, err := s.Prepare(ctx, b)
 			require.ErrorContains(t, err, "philotes.a_b_c")
 			require.ErrorContains(t, err, "created for source table a_b.c")
+			// WriteFiles without a successful Prepare refuses too, instead of writing into a's table.
+			_, err = s.WriteFiles(ctx, &change.TableChanges{Table: b, Changes: idChanges(2)}, uuid.New())
+			require.Error(t, err)
 		})
 	}
 }
 
-// TestConflictReusesDataFiles: a Sink whose cached table is stale fails its first commit, reloads, and
-// commits the data files it already wrote instead of writing new ones.
-func TestConflictReusesDataFiles(t *testing.T) {
-	env := newTestEnv(t)
-	ctx := testContext(t, time.Minute)
-	retries := &countingHandler{msg: "iceberg commit conflict, retrying"}
-	cfg := env.config()
-	cfg.Logger = slog.New(retries)
-	a := newTestSink(t, cfg)
-	b := newTestSink(t, env.config())
-	require.NoError(t, a.Write(ctx, []change.TableChanges{{Table: idTable, Changes: idChanges(seq(1, 10)...)}}))
-	require.NoError(t, b.Write(ctx, []change.TableChanges{{Table: idTable, Changes: idChanges(seq(11, 20)...)}}))
-	require.NoError(t, a.Write(ctx, []change.TableChanges{{Table: idTable, Changes: idChanges(seq(21, 30)...)}}))
-	require.Equal(t, int64(1), retries.n.Load(), "one conflict")
-
-	ids, _ := writtenIDs(t, ctx, a)
-	require.Equal(t, seq(1, 30), ids)
-	parquet, err := filepath.Glob(strings.TrimPrefix(env.warehouse, "file://") + "/*/*/data/*.parquet")
-	require.NoError(t, err)
-	require.Len(t, parquet, 3, "one data file per batch, none left over from the failed attempt")
-}
-
+// TestBadValue proves that a value that does not parse fails WriteFiles naming the table, column and event,
+// writes no file, and leaves the Sink's builders usable.
 func TestBadValue(t *testing.T) {
 	env := newTestEnv(t)
-	retries := &countingHandler{msg: "iceberg commit conflict, retrying"}
-	cfg := env.config()
-	cfg.Logger = slog.New(retries)
-	s := newTestSink(t, cfg)
+	s := newTestSink(t, env.config())
 	ctx := testContext(t, time.Minute)
-	require.NoError(t, s.Write(ctx, []change.TableChanges{{Table: idTable, Changes: idChanges(1)}}))
-	// Another replica moves the table, so the first Sink's cache is stale when its write fails.
-	require.NoError(t, newTestSink(t, env.config()).Write(ctx, []change.TableChanges{{Table: idTable, Changes: idChanges(2)}}))
+	writeAndCommit(t, ctx, s, 1, idTC(1))
+	// Another replica moves the table, so the first Sink's cached table is stale when its write fails.
+	writeAndCommit(t, ctx, newTestSink(t, env.config()), 2, idTC(2))
 
-	bad := idChanges(3, 4)
-	bad[1].Values[0] = text("four")
-	err := s.Write(ctx, []change.TableChanges{{Table: idTable, Changes: bad}})
+	loc, err := s.Prepare(ctx, idTable)
+	require.NoError(t, err)
+	before := filesUnder(t, loc, ".parquet")
+	bad := idTC(3, 4)
+	bad.Changes[1].Values[0] = text("four")
+	files, err := s.WriteFiles(ctx, &bad, uuid.New())
 	require.ErrorContains(t, err, "philotes.app_events")
 	require.ErrorContains(t, err, `column "id", event 4`)
-	require.Zero(t, retries.n.Load(), "a bad value is not retried")
+	require.Empty(t, files)
+	require.Equal(t, before, filesUnder(t, loc, ".parquet"), "no file written")
 	ids, _ := writtenIDs(t, ctx, s)
 	require.Equal(t, []int64{1, 2}, ids)
 
 	// The Sink's builders are still usable.
-	require.NoError(t, s.Write(ctx, []change.TableChanges{{Table: idTable, Changes: idChanges(3, 4)}}))
+	writeAndCommit(t, ctx, s, 3, idTC(3, 4))
 	ids, _ = writtenIDs(t, ctx, s)
-	require.Equal(t, seq(1, 4), ids)
+	require.Equal(t, idRange(1, 4), ids)
 }
