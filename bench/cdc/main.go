@@ -178,13 +178,16 @@ FROM generate_series($1::bigint, $2::bigint) g`, i*per+1, (i+1)*per)
 		}
 		defer os.RemoveAll(dir)
 		sink, err := iceberg.New(ctx, iceberg.Config{Warehouse: "file://" + dir, CatalogName: "bench", Namespace: "bench",
-			BufferURL: bufURL, BufferID: buf.EventScope(), Logger: log})
+			BufferURL: bufURL, Logger: log})
 		if err != nil {
 			return err
 		}
 		defer sink.Close()
 		w, err := worker.New(worker.Config{Processors: processors, BatchSize: batchSize, StatsInterval: time.Second,
-			IdlePollInterval: 50 * time.Millisecond, ShutdownTimeout: time.Minute, Logger: log}, buf, sink, nil, m)
+			IdlePollInterval: 50 * time.Millisecond, ShutdownTimeout: time.Minute, Logger: log,
+			Committer: worker.CommitterConfig{Interval: 10 * time.Second, MaxPendingBytes: 128 << 20,
+				PollInterval: 50 * time.Millisecond, RetryInterval: time.Second, CleanInterval: 30 * time.Second,
+				MaxFilesPerCommit: 1000, MaxCommitAttempts: 10}}, buf, sink, nil, buf, sink, m)
 		if err != nil {
 			return err
 		}

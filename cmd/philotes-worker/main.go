@@ -75,7 +75,10 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		log.Warn("the buffer shares the source database: the walsender also decodes the buffer's own writes; set PHILOTES_BUFFER_URL to a separate database")
 	}
 
-	var sink worker.Sink
+	var (
+		sink worker.Sink
+		lake worker.Lake
+	)
 	if cfg.Processors > 0 {
 		s, err := retry(ctx, log, "iceberg catalog", func() (*iceberg.Sink, error) {
 			return iceberg.New(ctx, iceberg.Config{
@@ -84,16 +87,20 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 				CatalogName: cfg.IcebergCatalogName,
 				Namespace:   cfg.IcebergNamespace,
 				BufferURL:   cfg.BufferURL,
-				BufferID:    buf.EventScope(),
 				Properties:  cfg.IcebergProperties,
 				Logger:      log,
+				Maintenance: iceberg.MaintenanceConfig{
+					SnapshotRetention: cfg.SnapshotRetention,
+					SnapshotsToKeep:   cfg.SnapshotsToKeep,
+					TargetFileBytes:   int64(cfg.TargetFileBytes),
+				},
 			})
 		})
 		if err != nil || s == nil {
 			return err
 		}
 		defer s.Close()
-		sink = s
+		sink, lake = s, s
 	}
 
 	var reader worker.Reader
@@ -123,8 +130,19 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		StatsInterval:    cfg.StatsInterval,
 		IdlePollInterval: cfg.IdlePollInterval,
 		ShutdownTimeout:  cfg.ShutdownTimeout,
-		Logger:           log,
-	}, buf, sink, reader, m)
+		Committer: worker.CommitterConfig{
+			Interval:            cfg.CommitInterval,
+			MaxPendingBytes:     int64(cfg.CommitBytes),
+			PollInterval:        cfg.IdlePollInterval,
+			RetryInterval:       cfg.ReaderRetryInterval,
+			CleanInterval:       30 * time.Second,
+			MaintenanceInterval: cfg.MaintenanceInterval,
+			MaxFilesPerCommit:   1000,
+			MaxCommitAttempts:   10,
+			OrphanAge:           24 * time.Hour,
+		},
+		Logger: log,
+	}, buf, sink, reader, buf, lake, m)
 	if err != nil {
 		return err
 	}

@@ -56,6 +56,13 @@ type Config struct {
 	IcebergCatalogURI  string
 	IcebergCatalogName string
 	IcebergNamespace   string
+	// The committer and table maintenance.
+	CommitInterval      time.Duration
+	CommitBytes         int
+	SnapshotRetention   time.Duration
+	SnapshotsToKeep     int
+	MaintenanceInterval time.Duration
+	TargetFileBytes     int
 	// IcebergProperties are passed to the catalog and file IO (S3 endpoint, keys, REST token).
 	IcebergProperties map[string]string
 
@@ -127,7 +134,7 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	num(&c.BatchSize, "batch-size", "PHILOTES_BATCH_SIZE", 5000, "events per buffer append and per processor claim")
 	dur(&c.FlushInterval, "flush-interval", "PHILOTES_FLUSH_INTERVAL", 200*time.Millisecond, "longest a change waits in the reader before it is appended")
 	dur(&c.StatusInterval, "status-interval", "PHILOTES_STATUS_INTERVAL", time.Second, "how often the reader confirms its position to the source")
-	dur(&c.ReaderRetryInterval, "reader-retry-interval", "PHILOTES_READER_RETRY_INTERVAL", 2*time.Second, "how often a replica without the reader role tries to take it")
+	dur(&c.ReaderRetryInterval, "reader-retry-interval", "PHILOTES_READER_RETRY_INTERVAL", 2*time.Second, "how often a replica without the reader (or committer) role tries to take it")
 	dur(&c.StatsInterval, "stats-interval", "PHILOTES_STATS_INTERVAL", 2*time.Second, "how often buffer depth and lag are read")
 	dur(&c.IdlePollInterval, "idle-poll-interval", "PHILOTES_IDLE_POLL_INTERVAL", 500*time.Millisecond, "how often an idle processor looks for work")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "PHILOTES_SHUTDOWN_TIMEOUT", 25*time.Second, "after SIGTERM, how long in-flight batches may take before they are released (keep below terminationGracePeriodSeconds)")
@@ -135,6 +142,12 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	str(&c.IcebergCatalogURI, "iceberg-catalog-uri", "PHILOTES_ICEBERG_CATALOG_URI", "", "REST catalog URI (http/https); empty: SQL catalog in the buffer database")
 	str(&c.IcebergCatalogName, "iceberg-catalog-name", "PHILOTES_ICEBERG_CATALOG_NAME", "philotes", "Iceberg catalog name")
 	str(&c.IcebergNamespace, "iceberg-namespace", "PHILOTES_ICEBERG_NAMESPACE", "philotes", "Iceberg namespace for the tables")
+	dur(&c.CommitInterval, "iceberg-commit-interval", "PHILOTES_ICEBERG_COMMIT_INTERVAL", 10*time.Second, "the committer commits each table's new data files at most once per interval (one snapshot per table per interval, however many replicas write)")
+	num(&c.CommitBytes, "iceberg-commit-bytes", "PHILOTES_ICEBERG_COMMIT_BYTES", 128<<20, "commit sooner once this many bytes of data files wait for a commit")
+	dur(&c.SnapshotRetention, "iceberg-snapshot-retention", "PHILOTES_ICEBERG_SNAPSHOT_RETENTION", time.Hour, "table maintenance expires snapshots older than this (time travel reaches back this far)")
+	num(&c.SnapshotsToKeep, "iceberg-snapshots-to-keep", "PHILOTES_ICEBERG_SNAPSHOTS_TO_KEEP", 5, "snapshots every table keeps whatever their age")
+	dur(&c.MaintenanceInterval, "iceberg-maintenance-interval", "PHILOTES_ICEBERG_MAINTENANCE_INTERVAL", 5*time.Minute, "how often the committer maintains each table that took commits: expire snapshots, compact small data files, rewrite manifests (0s turns maintenance off)")
+	num(&c.TargetFileBytes, "iceberg-target-file-bytes", "PHILOTES_ICEBERG_TARGET_FILE_BYTES", 128<<20, "compaction merges small data files toward this size")
 	str(&catalogToken, "iceberg-catalog-token", "PHILOTES_ICEBERG_CATALOG_TOKEN", "", "bearer token for the REST catalog")
 	str(&s3Endpoint, "s3-endpoint", "PHILOTES_S3_ENDPOINT", "", "S3-compatible endpoint URL")
 	str(&s3Region, "s3-region", "PHILOTES_S3_REGION", "", "S3 region")
@@ -228,10 +241,23 @@ func (c *Config) validate() []error {
 		"PHILOTES_FLUSH_INTERVAL": c.FlushInterval, "PHILOTES_STATUS_INTERVAL": c.StatusInterval,
 		"PHILOTES_READER_RETRY_INTERVAL": c.ReaderRetryInterval, "PHILOTES_STATS_INTERVAL": c.StatsInterval,
 		"PHILOTES_IDLE_POLL_INTERVAL": c.IdlePollInterval, "PHILOTES_SHUTDOWN_TIMEOUT": c.ShutdownTimeout,
+		"PHILOTES_ICEBERG_COMMIT_INTERVAL": c.CommitInterval, "PHILOTES_ICEBERG_SNAPSHOT_RETENTION": c.SnapshotRetention,
 	} {
 		if d <= 0 {
 			bad("%s=%s: must be positive", name, d)
 		}
+	}
+	if c.MaintenanceInterval < 0 {
+		bad("PHILOTES_ICEBERG_MAINTENANCE_INTERVAL=%s: use a positive duration such as 5m, or 0s to turn maintenance off", c.MaintenanceInterval)
+	}
+	if c.CommitBytes < 1<<10 {
+		bad("PHILOTES_ICEBERG_COMMIT_BYTES=%d: use at least 1024 (bytes)", c.CommitBytes)
+	}
+	if c.SnapshotsToKeep < 1 || c.SnapshotsToKeep > 10_000 {
+		bad("PHILOTES_ICEBERG_SNAPSHOTS_TO_KEEP=%d: use 1 to 10000", c.SnapshotsToKeep)
+	}
+	if c.TargetFileBytes < 1<<20 {
+		bad("PHILOTES_ICEBERG_TARGET_FILE_BYTES=%d: use at least 1048576 (1 MiB)", c.TargetFileBytes)
 	}
 	if u, err := url.Parse(c.IcebergWarehouse); err != nil || (u.Scheme != "file" && u.Scheme != "s3" && u.Scheme != "s3a") || (u.Scheme == "file" && u.Path == "") {
 		bad("PHILOTES_ICEBERG_WAREHOUSE=%q: use file:///absolute/path or s3://bucket/prefix", c.IcebergWarehouse)

@@ -1,5 +1,5 @@
-// Package worker runs a replica: the reader candidate, the buffer processors and the stats loop, and shuts them
-// down so that scaling in never loses or duplicates an event.
+// Package worker runs a replica: the reader candidate, the buffer processors (writers), the committer candidate
+// and the stats loop, and shuts them down so that scaling in never loses or duplicates an event.
 package worker
 
 import (
@@ -11,29 +11,37 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/philotes/philotes-worker/internal/buffer"
 	"github.com/philotes/philotes-worker/internal/change"
+	"github.com/philotes/philotes-worker/internal/sink/iceberg"
 	"github.com/philotes/philotes-worker/internal/source"
 )
 
-// Sink writes decoded changes to the lake. It must be safe for concurrent use by several processors, and must
-// not append an event twice when the same EventIDs come again (a claim re-delivered after a crash).
+// Sink writes decoded changes to data files in the lake without committing them. It must be safe for
+// concurrent use by several processors.
 type Sink interface {
-	Write(ctx context.Context, batch []change.TableChanges) error
+	// Prepare readies the table for t (created, schema evolved) and returns where its data files go.
+	Prepare(ctx context.Context, t change.Table) (location string, err error)
+	// WriteFiles writes the changes to data files named with writeUUID under that location.
+	WriteFiles(ctx context.Context, tc *change.TableChanges, writeUUID uuid.UUID) ([]iceberg.File, error)
 }
 
 // Buffer is what the processors and stats loop need from the buffer.
 type Buffer interface {
-	Claim(ctx context.Context, n int) (*buffer.Claim, error)
+	NewLease(ctx context.Context) (*buffer.Lease, error)
 	Relation(ctx context.Context, key int64) (change.Table, error)
 	Stats(ctx context.Context) (buffer.Stats, error)
 }
 
-// Metrics receives the processors' observations.
+// Metrics receives the processors', the committer's and the stats loop's observations.
 type Metrics interface {
 	ObserveSink(d time.Duration, events int)
 	SetBuffer(depth int64, oldest time.Time)
+	SetPending(files, bytes int64)
 	Error(kind string)
+	CommitterMetrics
 }
 
 // Reader is the slot reader candidate.
@@ -49,7 +57,9 @@ type Config struct {
 	IdlePollInterval time.Duration
 	// ShutdownTimeout is how long in-flight batches may take after the stop signal before they are rolled back.
 	ShutdownTimeout time.Duration
-	Logger          *slog.Logger
+	// Committer configures the committer role that every replica with processors competes for.
+	Committer CommitterConfig
+	Logger    *slog.Logger
 }
 
 // Worker is one replica's work.
@@ -57,19 +67,21 @@ type Worker struct {
 	cfg     Config
 	buf     Buffer
 	sink    Sink
-	reader  Reader // nil: no reader role on this replica
+	reader  Reader     // nil: no reader role on this replica
+	commit  *committer // nil: no processors, no committer role
 	metrics Metrics
 	log     *slog.Logger
 	ready   atomic.Bool
 }
 
-// New checks that every dependency is present.
-func New(cfg Config, buf Buffer, sink Sink, reader Reader, m Metrics) (*Worker, error) {
+// New checks that every dependency is present. queue and lake are the committer's (they may be nil when
+// cfg.Processors is 0).
+func New(cfg Config, buf Buffer, sink Sink, reader Reader, queue CommitQueue, lake Lake, m Metrics) (*Worker, error) {
 	switch {
 	case buf == nil:
 		return nil, errors.New("worker: a buffer is required")
-	case sink == nil && cfg.Processors > 0:
-		return nil, errors.New("worker: a sink is required for processors")
+	case (sink == nil || queue == nil || lake == nil) && cfg.Processors > 0:
+		return nil, errors.New("worker: a sink, a commit queue and a lake are required for processors")
 	case m == nil:
 		return nil, errors.New("worker: metrics are required")
 	case cfg.BatchSize <= 0 || cfg.StatsInterval <= 0 || cfg.IdlePollInterval <= 0 || cfg.ShutdownTimeout <= 0:
@@ -78,7 +90,15 @@ func New(cfg Config, buf Buffer, sink Sink, reader Reader, m Metrics) (*Worker, 
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Worker{cfg: cfg, buf: buf, sink: sink, reader: reader, metrics: m, log: cfg.Logger}, nil
+	w := &Worker{cfg: cfg, buf: buf, sink: sink, reader: reader, metrics: m, log: cfg.Logger}
+	if cfg.Processors > 0 {
+		c, err := newCommitter(cfg.Committer, queue, lake, m, cfg.Logger.With("role", "committer"))
+		if err != nil {
+			return nil, err
+		}
+		w.commit = c
+	}
+	return w, nil
 }
 
 // Ready reports whether the replica is serving (false before Run and once stopping).
@@ -107,7 +127,7 @@ func (w *Worker) run(ctx context.Context, drain bool) error {
 	defer stop()
 
 	var wg sync.WaitGroup
-	errs := make(chan error, w.cfg.Processors+2)
+	errs := make(chan error, w.cfg.Processors+3)
 	statsCtx, stopStats := context.WithCancel(ctx)
 	defer stopStats()
 	wg.Add(1)
@@ -122,6 +142,19 @@ func (w *Worker) run(ctx context.Context, drain bool) error {
 			}
 		}()
 	}
+	// The committer outlives the processors: once they have stopped it commits what they recorded, then
+	// gives its role up. Until the shutdown deadline, that is.
+	commitCtx, stopCommit := context.WithCancel(hard)
+	defer stopCommit()
+	if w.commit != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.commit.run(commitCtx, hard, drain); err != nil {
+				errs <- fmt.Errorf("committer: %w", err)
+			}
+		}()
+	}
 	drained, allDrained := context.WithCancel(ctx)
 	defer allDrained()
 	var procs sync.WaitGroup
@@ -129,18 +162,18 @@ func (w *Worker) run(ctx context.Context, drain bool) error {
 		procs.Add(1)
 		go func() {
 			defer procs.Done()
-			if err := w.process(ctx, hard, drain, drained, allDrained, w.log.With("processor", i)); err != nil {
-				errs <- err
-			}
+			p := &processor{w: w, log: w.log.With("processor", i)}
+			defer p.close()
+			p.loop(ctx, hard, drain, drained, allDrained)
 		}()
 	}
 	w.ready.Store(true)
+	procs.Wait()
 	if drain {
-		procs.Wait()
 		stopStats()
 		w.ready.Store(false)
 	}
-	procs.Wait()
+	stopCommit()
 	wg.Wait()
 	close(errs)
 	var all []error
@@ -150,17 +183,36 @@ func (w *Worker) run(ctx context.Context, drain bool) error {
 	return errors.Join(all...)
 }
 
-// process claims and writes batches until ctx is cancelled (or, draining, until the buffer is empty).
-func (w *Worker) process(ctx, hard context.Context, drain bool, drained context.Context, done context.CancelFunc, log *slog.Logger) error {
-	idle := w.cfg.IdlePollInterval
+// processor is one of a replica's processors: it claims events, writes them to data files and records the
+// files, under its own lease (see buffer.Lease).
+type processor struct {
+	w     *Worker
+	log   *slog.Logger
+	lease *buffer.Lease
+}
+
+func (p *processor) close() {
+	if p.lease != nil {
+		p.lease.Close()
+		p.lease = nil
+	}
+}
+
+// loop claims and writes batches until ctx is cancelled (or, draining, until the buffer is empty and every
+// file is committed).
+func (p *processor) loop(ctx, hard context.Context, drain bool, drained context.Context, done context.CancelFunc) {
+	w := p.w
 	failures := 0
 	for ctx.Err() == nil && drained.Err() == nil {
-		n, err := w.processOne(hard, log)
+		n, err := p.processOne(hard)
 		switch {
 		case err != nil:
+			// The claim is rolled back. Whatever files it wrote are the lease's to clean up, so end the lease:
+			// the committer removes them; the next claim starts a new lease.
+			p.close()
 			failures++
 			backoff := min(time.Duration(failures)*time.Second, 30*time.Second)
-			log.Warn("batch failed; its events are released for a retry", "err", err, "retry_in", backoff)
+			p.log.Warn("batch failed; its events are released for a retry", "err", err, "retry_in", backoff)
 			wait(ctx, backoff)
 			continue
 		case n > 0:
@@ -169,20 +221,29 @@ func (w *Worker) process(ctx, hard context.Context, drain bool, drained context.
 		}
 		if drain {
 			st, err := w.buf.Stats(hard)
-			if err == nil && st.Depth == 0 {
+			if err == nil && st.Depth == 0 && st.PendingFiles == 0 {
 				done()
-				return nil
+				return
 			}
 		}
-		wait(ctx, idle)
+		wait(ctx, w.cfg.IdlePollInterval)
 	}
-	return nil
 }
 
-// processOne claims one batch, writes it to the sink and deletes it from the buffer. It returns how many events
-// it committed. On any error the claim is rolled back, so the events stay in the buffer for another try.
-func (w *Worker) processOne(ctx context.Context, log *slog.Logger) (int, error) {
-	claim, err := w.buf.Claim(ctx, w.cfg.BatchSize)
+// processOne claims one batch, writes its data files, and records them while deleting the events. It returns
+// how many events it processed. On any error the claim is rolled back, so the events stay in the buffer for
+// another try.
+func (p *processor) processOne(ctx context.Context) (int, error) {
+	w := p.w
+	if p.lease == nil {
+		l, err := w.buf.NewLease(ctx)
+		if err != nil {
+			w.metrics.Error("buffer")
+			return 0, err
+		}
+		p.lease = l
+	}
+	claim, err := p.lease.Claim(ctx, w.cfg.BatchSize)
 	if err != nil {
 		w.metrics.Error("buffer")
 		return 0, err
@@ -197,18 +258,38 @@ func (w *Worker) processOne(ctx context.Context, log *slog.Logger) (int, error) 
 		w.metrics.Error("buffer")
 		return 0, err
 	}
-	if err := w.sink.Write(ctx, batch); err != nil {
-		w.metrics.Error("sink")
-		return 0, fmt.Errorf("sink: %w", err)
+	var files []buffer.NewFile
+	var writes []int64
+	for i := range batch {
+		tc := &batch[i]
+		location, err := w.sink.Prepare(ctx, tc.Table)
+		if err != nil {
+			w.metrics.Error("sink")
+			return 0, fmt.Errorf("sink: %w", err)
+		}
+		writeUUID := uuid.New()
+		id, err := p.lease.BeginWrite(ctx, writeUUID.String(), location)
+		if err != nil {
+			w.metrics.Error("buffer")
+			return 0, err
+		}
+		writes = append(writes, id)
+		written, err := w.sink.WriteFiles(ctx, tc, writeUUID)
+		if err != nil {
+			w.metrics.Error("sink")
+			return 0, fmt.Errorf("sink: %w", err)
+		}
+		for _, f := range written {
+			files = append(files, buffer.NewFile{Table: f.Table, File: f.Encoded, Bytes: f.Bytes, Records: f.Records,
+				OldestCommitTime: f.OldestCommitTime, MaxCommitLSN: f.MaxCommitLSN})
+		}
 	}
-	if err := claim.Commit(ctx); err != nil {
-		// The sink has the events; the buffer still does too. The next claim of them is recognised by the sink
-		// and not appended again.
+	if err := claim.Commit(ctx, files, writes); err != nil {
 		w.metrics.Error("buffer")
 		return 0, err
 	}
 	w.metrics.ObserveSink(time.Since(start), len(claim.Events))
-	log.Debug("batch committed", "events", len(claim.Events), "took", time.Since(start))
+	p.log.Debug("batch recorded", "events", len(claim.Events), "files", len(files), "took", time.Since(start))
 	return len(claim.Events), nil
 }
 
@@ -255,6 +336,7 @@ func (w *Worker) statsLoop(ctx context.Context) {
 		st, err := w.buf.Stats(ctx)
 		if err == nil {
 			w.metrics.SetBuffer(st.Depth, st.Oldest)
+			w.metrics.SetPending(st.PendingFiles, st.PendingBytes)
 		} else if ctx.Err() == nil {
 			w.metrics.Error("buffer")
 			w.log.Warn("read buffer stats", "err", err)
