@@ -112,11 +112,17 @@ func newSetup(t *testing.T, name, ddl string) setup {
 	return s
 }
 
+// exec runs a statement in the source database.
 func (s setup) exec(t *testing.T, sql string, args ...any) {
+	t.Helper()
+	execIn(t, s.srcURL, sql, args...)
+}
+
+func execIn(t *testing.T, url, sql string, args ...any) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, s.srcURL)
+	conn, err := pgx.Connect(ctx, url)
 	require.NoError(t, err)
 	defer conn.Close(ctx)
 	_, err = conn.Exec(ctx, sql, args...)
@@ -134,6 +140,7 @@ func (s setup) env() []string {
 		"PHILOTES_STATS_INTERVAL=200ms",
 		"PHILOTES_IDLE_POLL_INTERVAL=50ms",
 		"PHILOTES_FLUSH_INTERVAL=50ms",
+		"PHILOTES_ICEBERG_COMMIT_INTERVAL=500ms",
 		"PHILOTES_LOG_FORMAT=text",
 	}
 }
@@ -294,8 +301,8 @@ func requireExactlyOnce(t *testing.T, got map[int64]int, n int) {
 	require.NoError(t, lakecheck.ExactlyOnce(got, n))
 }
 
-// waitDelivered waits until every id 1..n is in the lake and the buffer is empty; from then on nothing more
-// can be written.
+// waitDelivered waits until every id 1..n is in the lake, the buffer is empty and no data file waits for a
+// commit; from then on nothing more can be written.
 func (s setup) waitDelivered(t *testing.T, l lake, tbl string, n int, timeout time.Duration) map[int64]int {
 	t.Helper()
 	var got map[int64]int
@@ -304,19 +311,25 @@ func (s setup) waitDelivered(t *testing.T, l lake, tbl string, n int, timeout ti
 		if len(got) < n {
 			return false
 		}
-		return s.bufferDepth(t) == 0
+		return s.bufferDepth(t) == 0 && s.count(t, `SELECT count(*) FROM philotes.pending_files`) == 0
 	})
 	return l.inserts(t, tbl)
 }
 
 func (s setup) bufferDepth(t *testing.T) int64 {
+	return s.count(t, `SELECT COALESCE(sum(events), 0) FROM philotes.event_chunks`)
+}
+
+// count runs a query that returns one number in the buffer database.
+func (s setup) count(t *testing.T, query string, args ...any) int64 {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, s.bufURL)
 	require.NoError(t, err)
 	defer conn.Close(ctx)
 	var n int64
-	require.NoError(t, conn.QueryRow(ctx, `SELECT COALESCE(sum(events), 0) FROM philotes.event_chunks`).Scan(&n))
+	require.NoError(t, conn.QueryRow(ctx, query, args...).Scan(&n), query)
 	return n
 }
 

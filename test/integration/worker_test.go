@@ -3,7 +3,11 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -11,6 +15,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/iceberg-go/table"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 )
@@ -278,4 +283,115 @@ func TestWakeQueryWorksAtZeroReplicas(t *testing.T) {
 	// The WAL position moves when the commit's WAL is written (at once, or within wal_writer_delay under
 	// asynchronous commit).
 	eventually(t, "one new row at zero replicas to raise the value", 10*time.Second, func() bool { return value() > idle })
+}
+
+// committer returns the one live replica that holds the committer role, waiting for there to be exactly one.
+func committer(t *testing.T, procs ...*proc) *proc {
+	t.Helper()
+	var holder *proc
+	eventually(t, "exactly one committer", 30*time.Second, func() bool {
+		holder = nil
+		n := 0
+		for _, p := range procs {
+			if !p.exited() && p.metric("philotes_iceberg_committer_active") == 1 {
+				holder = p
+				n++
+			}
+		}
+		return n == 1
+	})
+	return holder
+}
+
+// kill -9 of the committer, again and again, and of writers, under load: another replica takes the committer
+// role, nothing is lost or duplicated, and the files that killed writers wrote but never recorded are removed
+// (an unrecorded write is also planted, so the clean-up is always exercised). With maintenance off, every data
+// file left in the warehouse is then one the table references.
+func TestKillCommitterAndWritersUnderLoad(t *testing.T) {
+	s := newSetup(t, "killcommit", ordersDDL)
+	env := []string{"PHILOTES_BATCH_SIZE=200", "PHILOTES_ICEBERG_MAINTENANCE_INTERVAL=0s"}
+	live := []*proc{s.start(t, "w1", env), s.start(t, "w2", env), s.start(t, "w3", env)}
+	reader(t, live...)
+	committer(t, live...)
+
+	const n, step = 40000, 500
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < n; i += step {
+			insert(t, s, i+1, i+step)
+		}
+	}()
+	// Replace a killed replica, keeping three.
+	replace := func(victim *proc, name string) {
+		signal(t, victim, syscall.SIGKILL)
+		<-victim.done
+		for i, p := range live {
+			if p == victim {
+				live[i] = s.start(t, name, env)
+			}
+		}
+	}
+	for round := range 3 {
+		eventually(t, "more rows written", time.Minute, func() bool {
+			return s.count(t, `SELECT count(*) FROM philotes.pending_files`)+s.bufferDepth(t) > 0
+		})
+		c := committer(t, live...)
+		start := time.Now()
+		replace(c, fmt.Sprintf("c%d", round))
+		committer(t, live...)
+		t.Logf("round %d: committer failover took %s", round, time.Since(start).Round(time.Millisecond))
+		// A writer that is neither reader nor committer, killed mid-claim most of the time.
+		for _, p := range live {
+			if p.metric("philotes_cdc_reader_active") == 0 && p.metric("philotes_iceberg_committer_active") == 0 {
+				replace(p, fmt.Sprintf("x%d", round))
+				break
+			}
+		}
+	}
+	wg.Wait()
+
+	l := s.lake(t)
+	defer l.done()
+	requireExactlyOnce(t, s.waitDelivered(t, l, "orders", n, 3*time.Minute), n)
+
+	// Plant a write whose lease nobody holds, with a file, as a writer killed after writing would leave it.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tbl, err := l.cat.LoadTable(ctx, table.Identifier{"philotes", "public_orders"})
+	require.NoError(t, err)
+	dataDir := strings.TrimPrefix(tbl.Location(), "file://") + "/data"
+	planted := uuid.NewString()
+	plantedFile := filepath.Join(dataDir, "00000-0-"+planted+"-00001.parquet")
+	require.NoError(t, os.WriteFile(plantedFile, []byte("not recorded"), 0o644))
+	execIn(t, s.bufURL, `INSERT INTO philotes.file_writes (source, lease, write_uuid, location)
+		VALUES ($1, nextval('philotes.writer_leases'), $2, $3)`, s.name, planted, tbl.Location()+"/data")
+
+	// The committer removes unrecorded writes at takeover and every 30 s: kill it once more to clean now.
+	replace(committer(t, live...), "final")
+	eventually(t, "every unrecorded write cleaned", 2*time.Minute, func() bool {
+		return s.count(t, `SELECT count(*) FROM philotes.file_writes`) == 0
+	})
+	_, err = os.Stat(plantedFile)
+	require.ErrorIs(t, err, os.ErrNotExist, "the planted unrecorded file is removed")
+
+	tbl, err = l.cat.LoadTable(ctx, table.Identifier{"philotes", "public_orders"})
+	require.NoError(t, err)
+	tasks, err := tbl.Scan().PlanFiles(ctx)
+	require.NoError(t, err)
+	referenced := map[string]bool{}
+	for _, task := range tasks {
+		referenced[strings.TrimPrefix(task.File.FilePath(), "file://")] = true
+	}
+	onDisk, err := filepath.Glob(filepath.Join(dataDir, "*.parquet"))
+	require.NoError(t, err)
+	var unreferenced []string
+	for _, f := range onDisk {
+		if !referenced[f] {
+			unreferenced = append(unreferenced, filepath.Base(f))
+		}
+	}
+	require.Empty(t, unreferenced, "data files no table references (orphans)")
+	require.Len(t, onDisk, len(referenced))
 }
