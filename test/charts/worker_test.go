@@ -122,8 +122,13 @@ func TestZeroAndFalseAreNeverSwallowed(t *testing.T) {
 		require.Equal(t, "0", get(t, r.one(t, "ConfigMap", fullname), "data", "PHILOTES_PROCESSORS"))
 	})
 	t.Run("activationThreshold 0 renders \"0\"", func(t *testing.T) {
-		r := mustRender(t, workerChart, kedaWith("  prometheus:\n    lagTrigger: {activationThreshold: 0}\n"))
-		require.Equal(t, "0", metadata(t, triggers(t, r)["lag"])["activationThreshold"])
+		// The buffer trigger: the lag trigger's thresholds must exceed the commit interval (at least 1 s).
+		r := mustRender(t, workerChart, kedaWith("  prometheus:\n    bufferTrigger: {activationThreshold: 0}\n"))
+		require.Equal(t, "0", metadata(t, triggers(t, r)["buffer"])["activationThreshold"])
+	})
+	t.Run("maintenanceIntervalSeconds 0 renders \"0s\" (maintenance off)", func(t *testing.T) {
+		r := mustRender(t, workerChart, "worker: {iceberg: {maintenanceIntervalSeconds: 0}}\n")
+		require.Equal(t, "0s", get(t, r.one(t, "ConfigMap", fullname), "data", "PHILOTES_ICEBERG_MAINTENANCE_INTERVAL"))
 	})
 	t.Run("ignoreNullValues false renders \"false\"", func(t *testing.T) {
 		r := mustRender(t, workerChart, kedaWith("  prometheus:\n    ignoreNullValues: false\n"))
@@ -599,7 +604,9 @@ func TestDeploymentFollowsTheWorkerContract(t *testing.T) {
 	cm := get(t, r.one(t, "ConfigMap", fullname), "data").(map[string]any)
 	for _, k := range []string{"PHILOTES_SLOT", "PHILOTES_PUBLICATION", "PHILOTES_SOURCE_NAME", "PHILOTES_TABLES",
 		"PHILOTES_PROCESSORS", "PHILOTES_BATCH_SIZE", "PHILOTES_ICEBERG_WAREHOUSE", "PHILOTES_ICEBERG_CATALOG_URI",
-		"PHILOTES_ICEBERG_NAMESPACE", "PHILOTES_HTTP_ADDR", "PHILOTES_SHUTDOWN_TIMEOUT", "PHILOTES_LOG_LEVEL"} {
+		"PHILOTES_ICEBERG_NAMESPACE", "PHILOTES_ICEBERG_COMMIT_INTERVAL", "PHILOTES_ICEBERG_COMMIT_BYTES",
+		"PHILOTES_ICEBERG_MAINTENANCE_INTERVAL", "PHILOTES_ICEBERG_SNAPSHOT_RETENTION", "PHILOTES_ICEBERG_SNAPSHOTS_TO_KEEP",
+		"PHILOTES_ICEBERG_TARGET_FILE_BYTES", "PHILOTES_HTTP_ADDR", "PHILOTES_SHUTDOWN_TIMEOUT", "PHILOTES_LOG_LEVEL"} {
 		require.Contains(t, cm, k)
 	}
 	require.Equal(t, "25s", cm["PHILOTES_SHUTDOWN_TIMEOUT"])

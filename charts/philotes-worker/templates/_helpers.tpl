@@ -308,6 +308,25 @@ the value and the fix. Included by the Deployment, which always renders.
 {{- end }}
 {{- end }}
 {{- if $k.enabled }}
+{{- /* philotes_cdc_lag_seconds includes up to one commit interval (the committer makes written files visible once
+per interval), so a lag threshold at or below the interval reads steady traffic as a backlog. */}}
+{{- $lag := $k.prometheus.lagTrigger }}
+{{- if and $k.prometheus.enabled $lag.enabled }}
+{{- $interval := include "philotes-worker.num" $v.worker.iceberg.commitIntervalSeconds }}
+{{- $act := "0" }}
+{{- $actShown := "unset, KEDA's default 0" }}
+{{- if include "philotes-worker.isSet" (list $lag "activationThreshold") }}
+{{- $act = include "philotes-worker.num" $lag.activationThreshold }}
+{{- $actShown = $act }}
+{{- end }}
+{{- $thr := include "philotes-worker.num" $lag.threshold }}
+{{- $checks := list (list "activationThreshold" $act $actShown "the release would never look idle while changes flow, so it would not scale to zero or to idleReplicaCount") (list "threshold" $thr $thr "the HPA would read steady traffic as a backlog and keep the release scaled out") }}
+{{- range $c := $checks }}
+{{- if le (float64 (index $c 1)) (float64 $interval) }}
+{{- fail (printf "keda.prometheus.lagTrigger.%s (%s) must be greater than worker.iceberg.commitIntervalSeconds (%s): philotes_cdc_lag_seconds counts until a change is visible in Iceberg, so it includes up to one commit interval (under steady load it climbs to about %s s before every commit), and %s. Set keda.prometheus.lagTrigger.%s to several commit intervals (the defaults are threshold 300 and activationThreshold 60 for the default 10 s interval) or lower worker.iceberg.commitIntervalSeconds." (index $c 0) (index $c 2) $interval $interval (index $c 3) (index $c 0)) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- $min := include "philotes-worker.keda.min" . | int64 }}
 {{- $max := include "philotes-worker.num" $k.maxReplicas | int64 }}
 {{- $minName := ternary "keda.minReplicaCount" "keda.minReplicas" (eq (include "philotes-worker.isSet" (list $k "minReplicaCount")) "true") }}
