@@ -324,7 +324,7 @@ func (sc *scenarios) values(k knobs) map[string]any {
 		"bufferTrigger": map[string]any{"enabled": false},
 	}
 	if k.lag > 0 {
-		prom["lagTrigger"] = map[string]any{"enabled": true, "threshold": ftoa(k.lag), "activationThreshold": "1"}
+		prom["lagTrigger"] = map[string]any{"enabled": true, "threshold": ftoa(k.lag), "activationThreshold": "2"} // above the 1 s commit interval
 	}
 	if k.buffer > 0 {
 		prom["bufferTrigger"] = map[string]any{"enabled": true, "threshold": ftoa(k.buffer), "activationThreshold": "100"}
