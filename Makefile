@@ -4,7 +4,7 @@ GO ?= go
 BIN := bin/philotes-worker
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: help build test lint unit charts chart-readme bench docker e2e demo clean
+.PHONY: help build test lint unit charts chart-readme bench soak docker e2e demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ chart-readme: ## regenerate the chart READMEs from values.yaml
 
 bench: ## throughput against pg_recvlogical on 1,000,000 rows (ARGS="-rows 100000" for a quick run)
 	bash bench/run.sh $(ARGS)
+
+soak: ## long-run trends (memory, snapshots, metadata, commit time) and burst scaling, 30 min (SOAK_ARGS="-duration 3m" for a quick run)
+	bash bench/soak.sh $(SOAK_ARGS)
 
 e2e: ## end-to-end: real control plane, KEDA, Prometheus, PostgreSQL on loopback (first run builds the tools: ~50 min on 2 cores)
 	bash scripts/e2e.sh
