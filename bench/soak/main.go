@@ -372,7 +372,8 @@ func (r *runner) bursts(ctx context.Context, tables []string) ([]check, error) {
 
 // exactlyOnce compares the insert rows in the lake with the ids the soak inserted.
 func (r *runner) exactlyOnce(ctx context.Context, tables []string) (check, error) {
-	var ids, missing, dup, unexpected int
+	var ids int
+	var sum lakecheck.Tally
 	for _, t := range tables {
 		counts, err := lakecheck.Inserts(ctx, r.lake.cat, namespace, t)
 		if err != nil {
@@ -380,28 +381,16 @@ func (r *runner) exactlyOnce(ctx context.Context, tables []string) (check, error
 		}
 		want := r.ledger.ids(t)
 		ids += len(want)
-		seen := make(map[int64]bool, len(want))
-		for _, id := range want {
-			seen[id] = true
-			switch counts[id] {
-			case 0:
-				missing++
-			case 1:
-			default:
-				dup++
-			}
-		}
-		for id := range counts {
-			if !seen[id] {
-				unexpected++
-			}
-		}
+		tally := lakecheck.Compare(counts, want)
+		sum.Missing += tally.Missing
+		sum.Duplicated += tally.Duplicated
+		sum.Unexpected += tally.Unexpected
 	}
 	return check{
 		name: "every inserted id in the lake exactly once",
-		pass: missing == 0 && dup == 0 && unexpected == 0,
+		pass: sum.OK(),
 		detail: fmt.Sprintf("%d ids in %d tables: %d missing, %d more than once, %d not inserted by the soak",
-			ids, len(tables), missing, dup, unexpected),
+			ids, len(tables), sum.Missing, sum.Duplicated, sum.Unexpected),
 	}, nil
 }
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/philotes/philotes-worker/internal/buffer"
 	"github.com/philotes/philotes-worker/internal/change"
-	"github.com/philotes/philotes-worker/internal/pgtest"
+	"github.com/philotes/philotes-worker/internal/testutil"
 )
 
 // Events survive the trip through chunks unchanged, whatever the chunk boundaries, and claims are exclusive.
@@ -106,17 +106,7 @@ func TestRollbackReleasesClaim(t *testing.T) {
 	again.Rollback()
 }
 
-// openBuffer starts a PostgreSQL server and opens a fresh buffer in it for source "src".
-func openBuffer(t *testing.T) *buffer.Buffer {
-	t.Helper()
-	s := pgtest.New(t, pgtest.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	b, err := buffer.Open(ctx, s.MustCreateDatabase(t, "buf"), "src", 4)
-	require.NoError(t, err)
-	t.Cleanup(b.Close)
-	return b
-}
+func openBuffer(t *testing.T) *buffer.Buffer { return testutil.OpenBuffer(t, 4) }
 
 func repeat(n, size int) []int {
 	out := make([]int, n)

@@ -49,21 +49,47 @@ func Inserts(ctx context.Context, cat catalog.Catalog, namespace, sourceTable st
 	return out, nil
 }
 
+// Tally compares insert counts per id with the ids that were inserted.
+type Tally struct {
+	// Missing ids have no insert row, Duplicated ids more than one, and Unexpected ids were never inserted.
+	Missing, Duplicated, Unexpected int
+}
+
+// OK reports whether every id is there exactly once and nothing else is.
+func (t Tally) OK() bool { return t.Missing == 0 && t.Duplicated == 0 && t.Unexpected == 0 }
+
+// Compare tallies counts (insert rows per id) against the inserted ids want.
+func Compare(counts map[int64]int, want []int64) Tally {
+	var t Tally
+	seen := make(map[int64]bool, len(want))
+	for _, id := range want {
+		seen[id] = true
+		switch counts[id] {
+		case 0:
+			t.Missing++
+		case 1:
+		default:
+			t.Duplicated++
+		}
+	}
+	for id := range counts {
+		if !seen[id] {
+			t.Unexpected++
+		}
+	}
+	return t
+}
+
 // ExactlyOnce is nil when each id 1..n has exactly one insert row in counts
 // and no other id has any.
 func ExactlyOnce(counts map[int64]int, n int) error {
-	missing, dup := 0, 0
-	for id := int64(1); id <= int64(n); id++ {
-		switch counts[id] {
-		case 0:
-			missing++
-		case 1:
-		default:
-			dup++
-		}
+	want := make([]int64, n)
+	for i := range want {
+		want[i] = int64(i + 1)
 	}
-	if missing != 0 || dup != 0 || len(counts) != n {
-		return fmt.Errorf("%d ids missing, %d written more than once, %d distinct ids (want %d)", missing, dup, len(counts), n)
+	if t := Compare(counts, want); !t.OK() {
+		return fmt.Errorf("%d ids missing, %d written more than once, %d not inserted (want ids 1..%d)",
+			t.Missing, t.Duplicated, t.Unexpected, n)
 	}
 	return nil
 }

@@ -14,8 +14,8 @@ import (
 
 	"github.com/philotes/philotes-worker/internal/buffer"
 	"github.com/philotes/philotes-worker/internal/change"
-	"github.com/philotes/philotes-worker/internal/pgtest"
 	"github.com/philotes/philotes-worker/internal/sink/iceberg"
+	"github.com/philotes/philotes-worker/internal/testutil"
 )
 
 // fakeLake is an Iceberg table store reduced to what the committer's protocol relies on: per table, the
@@ -112,16 +112,7 @@ func record(t *testing.T, ctx context.Context, b *buffer.Buffer, firstID int64, 
 	require.NoError(t, c.Commit(ctx, files, nil))
 }
 
-func openTestBuffer(t *testing.T) *buffer.Buffer {
-	t.Helper()
-	s := pgtest.New(t, pgtest.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	b, err := buffer.Open(ctx, s.MustCreateDatabase(t, "buf"), "src", 8)
-	require.NoError(t, err)
-	t.Cleanup(b.Close)
-	return b
-}
+func openTestBuffer(t *testing.T) *buffer.Buffer { return testutil.OpenBuffer(t, 8) }
 
 func pending(t *testing.T, ctx context.Context, b *buffer.Buffer) int64 {
 	t.Helper()

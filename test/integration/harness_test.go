@@ -253,19 +253,31 @@ func reader(t *testing.T, procs ...*proc) *proc {
 		eventually(t, p.name+" ready", 30*time.Second, func() bool { return p.exited() || p.ready() })
 		require.False(t, p.exited(), "%s exited during start-up:\n%s", p.name, p.output())
 	}
-	var holder *proc
-	eventually(t, "exactly one reader", 20*time.Second, func() bool {
-		holder = nil
+	return holder(t, "reader", "philotes_cdc_reader_active", 20*time.Second, procs...)
+}
+
+// committer returns the one live replica that holds the committer role, waiting for there to be exactly one.
+func committer(t *testing.T, procs ...*proc) *proc {
+	t.Helper()
+	return holder(t, "committer", "philotes_iceberg_committer_active", 30*time.Second, procs...)
+}
+
+// holder returns the one live replica whose role metric is 1, waiting for there to be exactly one.
+func holder(t *testing.T, role, metric string, timeout time.Duration, procs ...*proc) *proc {
+	t.Helper()
+	var found *proc
+	eventually(t, "exactly one "+role, timeout, func() bool {
+		found = nil
 		n := 0
 		for _, p := range procs {
-			if !p.exited() && p.metric("philotes_cdc_reader_active") == 1 {
-				holder = p
+			if !p.exited() && p.metric(metric) == 1 {
+				found = p
 				n++
 			}
 		}
 		return n == 1
 	})
-	return holder
+	return found
 }
 
 // lake reads the table back from Iceberg.

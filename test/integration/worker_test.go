@@ -285,24 +285,6 @@ func TestWakeQueryWorksAtZeroReplicas(t *testing.T) {
 	eventually(t, "one new row at zero replicas to raise the value", 10*time.Second, func() bool { return value() > idle })
 }
 
-// committer returns the one live replica that holds the committer role, waiting for there to be exactly one.
-func committer(t *testing.T, procs ...*proc) *proc {
-	t.Helper()
-	var holder *proc
-	eventually(t, "exactly one committer", 30*time.Second, func() bool {
-		holder = nil
-		n := 0
-		for _, p := range procs {
-			if !p.exited() && p.metric("philotes_iceberg_committer_active") == 1 {
-				holder = p
-				n++
-			}
-		}
-		return n == 1
-	})
-	return holder
-}
-
 // kill -9 of the committer, again and again, and of writers, under load: another replica takes the committer
 // role, nothing is lost or duplicated, and the files that killed writers wrote but never recorded are removed
 // (an unrecorded write is also planted, so the clean-up is always exercised). With maintenance off, every data
