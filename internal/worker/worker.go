@@ -105,12 +105,14 @@ func New(cfg Config, buf Buffer, sink Sink, reader Reader, queue CommitQueue, la
 func (w *Worker) Ready() bool { return w.ready.Load() }
 
 // Run works until ctx is cancelled (SIGTERM), then stops claiming, lets in-flight batches finish within
-// ShutdownTimeout (rolling back the rest, so another replica takes them), releases the reader role and returns.
+// ShutdownTimeout (rolling back the rest, so another replica takes them), commits the recorded files if it holds
+// the committer role, releases its roles and returns.
 func (w *Worker) Run(ctx context.Context) error {
 	return w.run(ctx, false)
 }
 
-// Drain processes the buffer until it is empty, then returns nil. Cancelling ctx stops it like Run.
+// Drain processes the buffer until it is empty and every recorded file is committed (by this replica or by
+// the committer elsewhere), then returns nil. Cancelling ctx stops it like Run.
 func (w *Worker) Drain(ctx context.Context) error {
 	return w.run(ctx, true)
 }
