@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -56,8 +57,12 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg, cfg.SourceName)
 
-	var w *worker.Worker
-	stopHTTP, err := worker.Serve(ctx, cfg.HTTPAddr, worker.Handler(reg, func() bool { return w != nil && w.Ready() }))
+	// /readyz is served from the start, before the worker exists: it reads the worker through an atomic.
+	var current atomic.Pointer[worker.Worker]
+	stopHTTP, err := worker.Serve(ctx, cfg.HTTPAddr, worker.Handler(reg, func() bool {
+		w := current.Load()
+		return w != nil && w.Ready()
+	}))
 	if err != nil {
 		return err
 	}
@@ -124,7 +129,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		reader = r
 	}
 
-	w, err = worker.New(worker.Config{
+	w, err := worker.New(worker.Config{
 		Processors:       cfg.Processors,
 		BatchSize:        cfg.BatchSize,
 		StatsInterval:    cfg.StatsInterval,
@@ -148,6 +153,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	log.Info("worker started", "mode", cfg.Mode, "source", cfg.SourceName, "slot", cfg.Slot,
 		"reader_candidate", reader != nil, "processors", cfg.Processors, "http", cfg.HTTPAddr)
+	current.Store(w)
 	if cfg.Mode == config.Drain {
 		return w.Drain(ctx)
 	}
