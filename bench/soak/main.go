@@ -279,7 +279,7 @@ func (r *runner) soak(ctx context.Context, tables []string) ([]check, error) {
 	ins, upd, del, txs := r.ledger.totals()
 	fmt.Printf("load: %d transactions (%.1f/s), %d inserts, %d updates, %d deletes; samples in %s\n",
 		txs, float64(txs)/time.Since(start).Seconds(), ins, upd, del, csvPath)
-	return summarize(os.Stdout, samples, tables, s.commitName), nil
+	return summarize(os.Stdout, samples, tables, s.commitName, steadyAfter(r.cfg.workerEnv)), nil
 }
 
 // bursts is phase 4: a burst into an old table against a fresh one, then one writer process against two; and
@@ -414,4 +414,24 @@ func moduleRoot() (string, error) {
 		return "", errors.New("run the soak inside the philotes-worker module (bench/soak.sh does)")
 	}
 	return filepath.Dir(gomod), nil
+}
+
+// steadyAfter is when the worker's tables reach their steady state: the snapshot retention plus one maintenance
+// interval, read from the worker environment (or the worker's defaults, 1h and 5m).
+func steadyAfter(env []string) time.Duration {
+	retention, interval := time.Hour, 5*time.Minute
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			continue
+		}
+		switch k {
+		case "PHILOTES_ICEBERG_SNAPSHOT_RETENTION":
+			retention = d
+		case "PHILOTES_ICEBERG_MAINTENANCE_INTERVAL":
+			interval = d
+		}
+	}
+	return retention + interval
 }

@@ -108,3 +108,21 @@ func TestWarmupAndWindows(t *testing.T) {
 		t.Errorf("weightedMean with no observations = %v, want NaN", got)
 	}
 }
+
+// The steady state starts after the retention and one maintenance interval, from the worker's environment or
+// its defaults.
+func TestSteadyAfter(t *testing.T) {
+	cases := []struct {
+		env  []string
+		want time.Duration
+	}{
+		{nil, time.Hour + 5*time.Minute},
+		{[]string{"PHILOTES_ICEBERG_SNAPSHOT_RETENTION=10m", "PHILOTES_ICEBERG_MAINTENANCE_INTERVAL=1m"}, 11 * time.Minute},
+		{[]string{"PHILOTES_ICEBERG_SNAPSHOT_RETENTION=bogus", "OTHER=1s"}, time.Hour + 5*time.Minute},
+	}
+	for _, tc := range cases {
+		if got := steadyAfter(tc.env); got != tc.want {
+			t.Errorf("steadyAfter(%v) = %v, want %v", tc.env, got, tc.want)
+		}
+	}
+}
