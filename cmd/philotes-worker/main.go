@@ -130,11 +130,12 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 
 	w, err := worker.New(worker.Config{
-		Processors:       cfg.Processors,
-		BatchSize:        cfg.BatchSize,
-		StatsInterval:    cfg.StatsInterval,
-		IdlePollInterval: cfg.IdlePollInterval,
-		ShutdownTimeout:  cfg.ShutdownTimeout,
+		Processors:         cfg.Processors,
+		BatchSize:          cfg.BatchSize,
+		MaxEventsPerSecond: cfg.MaxEventsPerSecond,
+		StatsInterval:      cfg.StatsInterval,
+		IdlePollInterval:   cfg.IdlePollInterval,
+		ShutdownTimeout:    cfg.ShutdownTimeout,
 		Committer: worker.CommitterConfig{
 			Interval:            cfg.CommitInterval,
 			MaxPendingBytes:     int64(cfg.CommitBytes),

@@ -44,6 +44,8 @@ type Config struct {
 	NoReader   bool
 	Processors int
 	BatchSize  int
+	// MaxEventsPerSecond caps what one processor writes per second (0: no cap).
+	MaxEventsPerSecond int
 
 	FlushInterval       time.Duration
 	StatusInterval      time.Duration
@@ -132,6 +134,7 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	boolean(&c.NoReader, "no-reader", "PHILOTES_NO_READER", "never take the reader role: process the buffer only")
 	num(&c.Processors, "processors", "PHILOTES_PROCESSORS", 2, "buffer processors in this replica")
 	num(&c.BatchSize, "batch-size", "PHILOTES_BATCH_SIZE", 5000, "events per buffer append and per processor claim")
+	num(&c.MaxEventsPerSecond, "processor-max-events-per-second", "PHILOTES_PROCESSOR_MAX_EVENTS_PER_SECOND", 0, "cap on the events one processor writes per second, to spread a backlog's writes to the warehouse over time and let the autoscaler add replicas instead (0: no cap)")
 	dur(&c.FlushInterval, "flush-interval", "PHILOTES_FLUSH_INTERVAL", 200*time.Millisecond, "longest a change waits in the reader before it is appended")
 	dur(&c.StatusInterval, "status-interval", "PHILOTES_STATUS_INTERVAL", time.Second, "how often the reader confirms its position to the source")
 	dur(&c.ReaderRetryInterval, "reader-retry-interval", "PHILOTES_READER_RETRY_INTERVAL", 2*time.Second, "how often a replica without the reader (or committer) role tries to take it")
@@ -233,6 +236,9 @@ func (c *Config) validate() []error {
 		bad("PHILOTES_PROCESSORS=%d: use 0 to 256", c.Processors)
 	case c.Processors == 0 && c.NoReader:
 		bad("PHILOTES_PROCESSORS=0 with no reader leaves nothing to do: use at least 1 processor")
+	}
+	if c.MaxEventsPerSecond < 0 {
+		bad("PHILOTES_PROCESSOR_MAX_EVENTS_PER_SECOND=%d: use 0 (no cap) or a positive number of events per second", c.MaxEventsPerSecond)
 	}
 	if c.BatchSize < 1 || c.BatchSize > 1_000_000 {
 		bad("PHILOTES_BATCH_SIZE=%d: use 1 to 1000000", c.BatchSize)

@@ -304,3 +304,21 @@ func TestCommitDue(t *testing.T) {
 		})
 	}
 }
+
+// A capped processor waits so that its events per second stay at the cap; without a cap it never waits.
+func TestPause(t *testing.T) {
+	cases := []struct {
+		n, perSecond int
+		took, want   time.Duration
+	}{
+		{256, 0, time.Millisecond, 0},
+		{256, 5000, time.Millisecond, 50*time.Millisecond + 200*time.Microsecond},
+		{5000, 5000, 300 * time.Millisecond, 700 * time.Millisecond},
+		{5000, 5000, 2 * time.Second, 0},
+	}
+	for _, tc := range cases {
+		if got := pause(tc.n, tc.perSecond, tc.took); got != tc.want {
+			t.Errorf("pause(%d, %d, %s) = %s, want %s", tc.n, tc.perSecond, tc.took, got, tc.want)
+		}
+	}
+}

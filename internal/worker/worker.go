@@ -51,10 +51,12 @@ type Reader interface {
 
 // Config configures a Worker.
 type Config struct {
-	Processors       int
-	BatchSize        int
-	StatsInterval    time.Duration
-	IdlePollInterval time.Duration
+	Processors int
+	BatchSize  int
+	// MaxEventsPerSecond caps what one processor writes per second (0: no cap).
+	MaxEventsPerSecond int
+	StatsInterval      time.Duration
+	IdlePollInterval   time.Duration
 	// ShutdownTimeout is how long in-flight batches may take after the stop signal before they are rolled back.
 	ShutdownTimeout time.Duration
 	// Committer configures the committer role that every replica with processors competes for.
@@ -206,6 +208,7 @@ func (p *processor) loop(ctx, hard context.Context, drain bool, drained context.
 	w := p.w
 	failures := 0
 	for ctx.Err() == nil && drained.Err() == nil {
+		start := time.Now()
 		n, err := p.processOne(hard)
 		switch {
 		case err != nil:
@@ -219,6 +222,7 @@ func (p *processor) loop(ctx, hard context.Context, drain bool, drained context.
 			continue
 		case n > 0:
 			failures = 0
+			wait(ctx, pause(n, w.cfg.MaxEventsPerSecond, time.Since(start)))
 			continue
 		}
 		if drain {
@@ -349,6 +353,15 @@ func (w *Worker) statsLoop(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// pause is how long a processor that took took to write n events waits before its next claim, to stay at or
+// below perSecond events a second (0: no cap).
+func pause(n, perSecond int, took time.Duration) time.Duration {
+	if perSecond <= 0 {
+		return 0
+	}
+	return max(time.Duration(n)*time.Second/time.Duration(perSecond)-took, 0)
 }
 
 func wait(ctx context.Context, d time.Duration) {
