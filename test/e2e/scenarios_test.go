@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -130,6 +131,8 @@ func TestScenarios(t *testing.T) {
 		}
 		lastLoad := time.Now()
 		took := sc.waitDesiredAtMost(t, 1, time.Duration(window)*time.Second+90*time.Second)
+		// The recorder samples once a second: let it record the fall the wait just saw before stopping it.
+		rec.waitSample(t, "the timeline to record the scale-in", func(x report.Sample) bool { return x.Desired <= 1 })
 		samples := rec.stop(t)
 		recordReaction(t, fmt.Sprintf("cooldown: last load to scale-in (window %d s)", window), took)
 
@@ -444,6 +447,18 @@ func (sc *scenarios) record(t *testing.T, name, title string) *phaseRecorder {
 	})}
 	t.Cleanup(func() { p.stop(t) })
 	return p
+}
+
+// waitSample waits until the timeline's latest sample satisfies ok.
+func (p *phaseRecorder) waitSample(t *testing.T, what string, ok func(report.Sample) bool) {
+	t.Helper()
+	eventually(t, 10*time.Second, what, func(context.Context) error {
+		samples := p.rec.Samples()
+		if len(samples) == 0 || !ok(samples[len(samples)-1]) {
+			return errors.New("not yet sampled")
+		}
+		return nil
+	})
 }
 
 func (p *phaseRecorder) stop(t *testing.T) []report.Sample {
