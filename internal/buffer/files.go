@@ -24,6 +24,9 @@ import (
 // from the one-key reader and committer locks.
 const writerLockSQL = `hashtext('philotes.writer'), (($1::bigint) % 2147483647)::int4`
 
+// committerLockSQL is the key of the advisory lock that marks the committer of source $1.
+const committerLockSQL = `hashtext('philotes.committer:' || $1)`
+
 // Lease is one processor's identity for its data-file writes: a dedicated connection that holds the lease's
 // advisory lock. Claims taken through a Lease run on that connection. Not safe for concurrent use.
 type Lease struct {
@@ -60,14 +63,20 @@ func (l *Lease) Close() {
 	if l.conn == nil {
 		return
 	}
+	unlock(l.conn, writerLockSQL, l.id)
+	l.conn = nil
+}
+
+// unlock releases the session advisory lock keyed by keySQL (with args) and returns the dedicated connection
+// to the pool; a connection that cannot be unlocked is closed, which releases the lock too.
+func unlock(conn *pgxpool.Conn, keySQL string, args ...any) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := l.conn.Exec(ctx, `SELECT pg_advisory_unlock(`+writerLockSQL+`)`, l.id); err != nil {
-		destroy(l.conn)
-	} else {
-		l.conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock(`+keySQL+`)`, args...); err != nil {
+		destroy(conn)
+		return
 	}
-	l.conn = nil
+	conn.Release()
 }
 
 // destroy closes a pooled connection instead of returning it (its session state is unknown).
@@ -185,7 +194,7 @@ func (b *Buffer) TryCommitterLock(ctx context.Context) (*CommitterLock, error) {
 		return nil, fmt.Errorf("buffer: committer lock: %w", err)
 	}
 	var ok bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtext('philotes.committer:' || $1))`, b.source).Scan(&ok); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(`+committerLockSQL+`)`, b.source).Scan(&ok); err != nil {
 		destroy(conn)
 		return nil, fmt.Errorf("buffer: committer lock: %w", err)
 	}
@@ -209,13 +218,7 @@ func (l *CommitterLock) Release() {
 	if l.conn == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := l.conn.Exec(ctx, `SELECT pg_advisory_unlock(hashtext('philotes.committer:' || $1))`, l.b.source); err != nil {
-		destroy(l.conn)
-	} else {
-		l.conn.Release()
-	}
+	unlock(l.conn, committerLockSQL, l.b.source)
 	l.conn = nil
 }
 
@@ -230,13 +233,10 @@ type DeadWrite struct {
 // files) and then forgets the write. It returns how many writes it cleaned. Each dead lease stays locked by
 // the committer while it is cleaned, so no lease can come back to life meanwhile.
 func (l *CommitterLock) CleanDeadWrites(ctx context.Context, remove func(context.Context, DeadWrite) error) (int, error) {
-	rows, err := l.conn.Query(ctx, `SELECT DISTINCT lease FROM philotes.file_writes WHERE source = $1`, l.b.source)
+	leases, err := collect(ctx, l.conn, pgx.RowTo[int64], "list file writes",
+		`SELECT DISTINCT lease FROM philotes.file_writes WHERE source = $1`, l.b.source)
 	if err != nil {
-		return 0, fmt.Errorf("buffer: list file writes: %w", err)
-	}
-	leases, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return 0, fmt.Errorf("buffer: list file writes: %w", err)
+		return 0, err
 	}
 	cleaned := 0
 	for _, lease := range leases {
@@ -262,13 +262,10 @@ func (l *CommitterLock) cleanLease(ctx context.Context, lease int64, remove func
 		defer cancel()
 		_, _ = l.conn.Exec(uctx, `SELECT pg_advisory_unlock(`+writerLockSQL+`)`, lease)
 	}()
-	rows, err := l.conn.Query(ctx, `SELECT id, write_uuid::text, location FROM philotes.file_writes WHERE source = $1 AND lease = $2`, l.b.source, lease)
+	writes, err := collect(ctx, l.conn, pgx.RowToStructByPos[DeadWrite], fmt.Sprintf("read writes of lease %d", lease),
+		`SELECT id, write_uuid::text, location FROM philotes.file_writes WHERE source = $1 AND lease = $2`, l.b.source, lease)
 	if err != nil {
-		return 0, fmt.Errorf("buffer: read writes of lease %d: %w", lease, err)
-	}
-	writes, err := pgx.CollectRows(rows, pgx.RowToStructByPos[DeadWrite])
-	if err != nil {
-		return 0, fmt.Errorf("buffer: read writes of lease %d: %w", lease, err)
+		return 0, err
 	}
 	for i, w := range writes {
 		if err := remove(ctx, w); err != nil {
@@ -283,16 +280,8 @@ func (l *CommitterLock) cleanLease(ctx context.Context, lease int64, remove func
 
 // PendingTables lists the tables that have files waiting for a commit, oldest waiting first.
 func (b *Buffer) PendingTables(ctx context.Context) ([]string, error) {
-	rows, err := b.pool.Query(ctx, `SELECT table_name FROM philotes.pending_files WHERE source = $1
-GROUP BY table_name ORDER BY min(id)`, b.source)
-	if err != nil {
-		return nil, fmt.Errorf("buffer: pending tables: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("buffer: pending tables: %w", err)
-	}
-	return out, nil
+	return collect(ctx, b.pool, pgx.RowTo[string], "pending tables", `SELECT table_name FROM philotes.pending_files
+WHERE source = $1 GROUP BY table_name ORDER BY min(id)`, b.source)
 }
 
 // PendingFiles returns up to limit files waiting for a commit to table: those already prepared by an earlier
@@ -352,13 +341,20 @@ func (b *Buffer) DeleteFiles(ctx context.Context, ids []int64) error {
 
 // WriteUUIDs lists the writes of this source that have begun and are neither recorded nor cleaned up yet.
 func (b *Buffer) WriteUUIDs(ctx context.Context) ([]string, error) {
-	rows, err := b.pool.Query(ctx, `SELECT write_uuid::text FROM philotes.file_writes WHERE source = $1`, b.source)
-	if err != nil {
-		return nil, fmt.Errorf("buffer: list file writes: %w", err)
+	return collect(ctx, b.pool, pgx.RowTo[string], "list file writes",
+		`SELECT write_uuid::text FROM philotes.file_writes WHERE source = $1`, b.source)
+}
+
+// collect runs a query and scans every row with scan; errors name what it was doing.
+func collect[T any](ctx context.Context, db interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, scan pgx.RowToFunc[T], what, sql string, args ...any) ([]T, error) {
+	rows, err := db.Query(ctx, sql, args...)
+	if err == nil {
+		var out []T
+		if out, err = pgx.CollectRows(rows, scan); err == nil {
+			return out, nil
+		}
 	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("buffer: list file writes: %w", err)
-	}
-	return out, nil
+	return nil, fmt.Errorf("buffer: %s: %w", what, err)
 }

@@ -38,9 +38,9 @@ var ErrConflict = errors.New("iceberg commit conflict")
 // number (0 for a table no committer has touched). The loaded state is what the next Commit to the table
 // builds on; each Commit needs a Committed before it.
 func (s *Sink) Committed(ctx context.Context, name string) (int64, error) {
-	tbl, err := s.cat.LoadTable(ctx, s.ident(name))
+	tbl, err := s.load(ctx, name)
 	if err != nil {
-		return 0, fmt.Errorf("iceberg table %s: load: %w", name, err)
+		return 0, err
 	}
 	seq, err := committedSeq(tbl)
 	if err != nil {
@@ -50,6 +50,15 @@ func (s *Sink) Committed(ctx context.Context, name string) (int64, error) {
 	s.committing[name] = tbl
 	s.mu.Unlock()
 	return seq, nil
+}
+
+// load loads the table with the given name afresh from the catalog.
+func (s *Sink) load(ctx context.Context, name string) (*table.Table, error) {
+	tbl, err := s.cat.LoadTable(ctx, s.ident(name))
+	if err != nil {
+		return nil, fmt.Errorf("iceberg table %s: load: %w", name, err)
+	}
+	return tbl, nil
 }
 
 func committedSeq(tbl *table.Table) (int64, error) {
@@ -197,9 +206,9 @@ type Protected func(ctx context.Context) (pending [][]byte, writeUUIDs []string,
 // started meanwhile is kept. Call it from the committer, between commits; olderThan (hours, not seconds) also
 // keeps files of a writer's schema change that is committing right now. It returns how many files it deleted.
 func (s *Sink) SweepOrphans(ctx context.Context, name string, olderThan time.Duration, protect Protected) (int, error) {
-	tbl, err := s.cat.LoadTable(ctx, s.ident(name))
+	tbl, err := s.load(ctx, name)
 	if err != nil {
-		return 0, fmt.Errorf("iceberg table %s: load: %w", name, err)
+		return 0, err
 	}
 	fsys, err := tbl.FS(ctx)
 	if err != nil {

@@ -84,9 +84,9 @@ func (s *Sink) tableProperties() iceberg.Properties {
 func (s *Sink) Maintain(ctx context.Context, name string) (Maintenance, error) {
 	start := time.Now()
 	var m Maintenance
-	tbl, err := s.cat.LoadTable(ctx, s.ident(name))
+	tbl, err := s.load(ctx, name)
 	if err != nil {
-		return m, fmt.Errorf("iceberg table %s: load: %w", name, err)
+		return m, err
 	}
 	commit := func(op string, txn *table.Transaction) error {
 		next, err := txn.Commit(ctx)
