@@ -332,7 +332,7 @@ func (r *runner) bursts(ctx context.Context, tables []string) ([]check, error) {
 		return nil, fmt.Errorf("waiting for the reader-only worker to take the reader role: %w", err)
 	}
 
-	fmt.Println("(a) table age: reader-only worker buffers the burst, then one processors-only worker (1 processor) writes it")
+	fmt.Println("(a) table age: reader-only worker buffers the burst, then one drain worker (1 processor) writes and commits it")
 	oldRes, err := r.measureBurst(ctx, old, cfg.burst, 1)
 	if err != nil {
 		return nil, err
@@ -346,7 +346,7 @@ func (r *runner) bursts(ctx context.Context, tables []string) ([]check, error) {
 	fmt.Printf("  old/fresh: rows visible %.2fx, buffer drained %.2fx (1.00x = the old table costs nothing extra)\n",
 		oldRes.visible.Seconds()/freshRes.visible.Seconds(), oldRes.drained.Seconds()/freshRes.drained.Seconds())
 
-	fmt.Printf("(b) writer scaling on %s: 1 processors-only process vs 2 (1 processor each)\n", old)
+	fmt.Printf("(b) writer scaling on %s: 1 drain process vs 2 (1 processor each)\n", old)
 	one, err := r.measureBurst(ctx, old, cfg.scaleBurst, 1)
 	if err != nil {
 		return nil, err
