@@ -47,6 +47,9 @@ func main() {
 	})
 	if err := run(ctx, cfg, log); err != nil {
 		log.Error("worker stopped", "err", err)
+		if errors.Is(err, source.ErrNotBackfillable) {
+			os.Exit(2) // the tables named are the problem: a configuration error
+		}
 		os.Exit(1)
 	}
 	log.Info("worker stopped cleanly")
@@ -69,7 +72,9 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer stopHTTP()
 
 	buf, err := retry(ctx, log, "buffer database", func() (*buffer.Buffer, error) {
-		return buffer.Open(ctx, cfg.BufferURL, cfg.SourceName, cfg.Processors+4)
+		// Processors and backfill workers each hold a dedicated connection (their lease) and borrow another
+		// one now and then; the reader's appenders, the committer and the stats loop need a few more.
+		return buffer.Open(ctx, cfg.BufferURL, cfg.SourceName, 2*(cfg.Processors+cfg.BackfillWorkers)+6)
 	})
 	if err != nil || buf == nil {
 		return err // nil: stopped while waiting
@@ -120,6 +125,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			StatusInterval: cfg.StatusInterval,
 			RetryInterval:  cfg.ReaderRetryInterval,
 			Skip:           skipOwnTables(shared),
+			Backfill:       cfg.Backfill,
 			Logger:         log,
 			Metrics:        m,
 		}, buf)
@@ -127,6 +133,21 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			return err
 		}
 		reader = r
+	}
+
+	backfill := worker.BackfillConfig{
+		Workers:          cfg.BackfillWorkers,
+		ChunkRows:        cfg.BackfillChunkRows,
+		MaxRowsPerSecond: cfg.BackfillMaxRowsPerSecond,
+		Connect: func(ctx context.Context) (worker.BackfillConn, error) {
+			return source.ConnectBackfill(ctx, cfg.SourceURL)
+		},
+	}
+	if cfg.SourceURL == "" {
+		backfill.Workers = 0 // a processors-only replica without the source: the others backfill
+	}
+	if cfg.Mode == config.Backfill {
+		return worker.BackfillTables(ctx, backfill, buf, m, cfg.BackfillTables, cfg.IdlePollInterval, log)
 	}
 
 	w, err := worker.New(worker.Config{
@@ -147,7 +168,8 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			MaxCommitAttempts:   10,
 			OrphanAge:           24 * time.Hour,
 		},
-		Logger: log,
+		Backfill: backfill,
+		Logger:   log,
 	}, buf, sink, reader, buf, lake, m)
 	if err != nil {
 		return err

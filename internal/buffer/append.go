@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -22,7 +23,42 @@ type Batch struct {
 	Last Position
 	// FirstID is the event ID of the first change; the others follow one by one.
 	FirstID int64
+	// keys and marks are backfill bookkeeping, written in the same transaction as the changes.
+	keys  []KeyChange
+	marks []Mark
 }
+
+// KeyChange records that a transaction changed a key of a table being backfilled (Key nil: a truncate).
+type KeyChange struct {
+	Relation  uint32
+	Key       []byte
+	Op        change.Op
+	Xid       uint64
+	CommitLSN uint64
+}
+
+// Mark is a backfill watermark the reader passed in the stream: a start mark (Attempt zero) begins the
+// recording of a table's changed keys; a chunk's high watermark places the chunk's rows.
+type Mark struct {
+	LSN      uint64
+	Relation uint32
+	Run      int64
+	Attempt  uuid.UUID
+}
+
+// AddKey records a changed key; key is copied.
+func (b *Batch) AddKey(k KeyChange) {
+	if k.Key != nil {
+		k.Key = append([]byte{}, k.Key...)
+	}
+	b.keys = append(b.keys, k)
+}
+
+// AddMark records a watermark.
+func (b *Batch) AddMark(m Mark) { b.marks = append(b.marks, m) }
+
+// Empty reports whether there is nothing to append.
+func (b *Batch) Empty() bool { return len(b.rows) == 0 && len(b.keys) == 0 && len(b.marks) == 0 }
 
 type row struct {
 	commitLSN, lsn   uint64
@@ -51,6 +87,13 @@ func (b *Batch) Add(pos Position, lsn uint64, commitTime time.Time, relation int
 	b.Last = pos
 }
 
+// SetRelation sets the relation key of every change in the batch (a backfill chunk's rows all share one).
+func (b *Batch) SetRelation(key int64) {
+	for i := range b.rows {
+		b.rows[i].relation = key
+	}
+}
+
 // Len is the number of changes in the batch.
 func (b *Batch) Len() int { return len(b.rows) }
 
@@ -60,6 +103,8 @@ func (b *Batch) Reset() {
 	b.arena = b.arena[:0]
 	b.Last = Position{}
 	b.FirstID = 0
+	b.keys = b.keys[:0]
+	b.marks = b.marks[:0]
 }
 
 // Append writes the batch and the new progress in one transaction. When it returns nil the changes are durable.
@@ -79,6 +124,8 @@ type PendingAppend struct {
 	source string
 	last   Position
 	next   int64
+	rows   int
+	marks  []Mark
 }
 
 // BeginAppend copies the batch into the buffer inside a new transaction, without committing it.
@@ -95,9 +142,19 @@ func (b *Buffer) BeginAppend(ctx context.Context, batch *Batch) (*PendingAppend,
 		conn.Release()
 		return nil, fmt.Errorf("buffer: append: %w", err)
 	}
-	p := &PendingAppend{conn: conn, tx: tx, source: b.source, last: batch.Last, next: batch.FirstID + int64(batch.Len())}
-	_, err = conn.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(encodeCopy(b.source, batch)),
-		`COPY philotes.event_chunks (source, id, events, oldest_commit_time, data) FROM STDIN (FORMAT binary)`)
+	p := &PendingAppend{conn: conn, tx: tx, source: b.source, last: batch.Last, next: batch.FirstID + int64(batch.Len()),
+		rows: batch.Len(), marks: append([]Mark(nil), batch.marks...)}
+	if batch.Len() > 0 {
+		_, err = conn.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(encodeCopy(b.source, batch)),
+			`COPY philotes.event_chunks (source, id, events, oldest_commit_time, data) FROM STDIN (FORMAT binary)`)
+	}
+	if err == nil && len(batch.keys) > 0 {
+		_, err = tx.CopyFrom(ctx, pgx.Identifier{"philotes", "backfill_keys"}, []string{"source", "relation_id", "key", "op", "xid", "commit_lsn"},
+			pgx.CopyFromSlice(len(batch.keys), func(i int) ([]any, error) {
+				k := &batch.keys[i]
+				return []any{b.source, k.Relation, k.Key, byte(k.Op), int64(k.Xid), int64(k.CommitLSN)}, nil
+			}))
+	}
 	if err != nil {
 		p.Rollback()
 		return nil, fmt.Errorf("buffer: append %d events: %w", batch.Len(), err)
@@ -108,6 +165,26 @@ func (b *Buffer) BeginAppend(ctx context.Context, batch *Batch) (*PendingAppend,
 // Commit records the progress and commits. Call it only after every earlier batch has committed.
 func (p *PendingAppend) Commit(ctx context.Context) error {
 	defer p.Rollback()
+	for _, m := range p.marks {
+		var err error
+		if m.Attempt == uuid.Nil {
+			_, err = p.tx.Exec(ctx, `UPDATE philotes.backfill_tables SET tracking_from = $4
+WHERE source = $1 AND relation_id = $2 AND run = $3 AND tracking_from IS NULL`, p.source, m.Relation, m.Run, int64(m.LSN))
+		} else {
+			_, err = p.tx.Exec(ctx, `INSERT INTO philotes.backfill_marks (attempt, source, lsn) VALUES ($1, $2, $3)
+ON CONFLICT (attempt) DO NOTHING`, m.Attempt, p.source, int64(m.LSN))
+		}
+		if err != nil {
+			return fmt.Errorf("buffer: record backfill mark: %w", err)
+		}
+	}
+	if p.rows == 0 {
+		if err := p.tx.Commit(ctx); err != nil {
+			return fmt.Errorf("buffer: append commit: %w", err)
+		}
+		p.tx = nil
+		return nil
+	}
 	_, err := p.tx.Exec(ctx, `
 INSERT INTO philotes.sources (source, commit_lsn, seq, next_id) VALUES ($1, $2, $3, $4)
 ON CONFLICT (source) DO UPDATE

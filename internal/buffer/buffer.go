@@ -207,6 +207,8 @@ type Stats struct {
 	// PendingFiles and PendingBytes are the data files written but not yet committed to their tables: the
 	// committer's queue.
 	PendingFiles, PendingBytes int64
+	// BackfillRemaining estimates the rows that backfills still have to read (from the tables' sizes).
+	BackfillRemaining int64
 	// Oldest is the commit time of the oldest change not yet visible in Iceberg, whether it waits as an event
 	// or in a pending file (zero when there is none).
 	Oldest time.Time
@@ -219,9 +221,9 @@ func (b *Buffer) Stats(ctx context.Context) (Stats, error) {
 	err := b.pool.QueryRow(ctx, `
 SELECT (SELECT COALESCE(sum(events), 0) FROM philotes.event_chunks WHERE source = $1),
        (SELECT oldest_commit_time FROM philotes.event_chunks WHERE source = $1 ORDER BY id LIMIT 1),
-       f.n, f.bytes, f.oldest
+       f.n, f.bytes, f.oldest, `+backfillRemaining+`
 FROM (SELECT count(*) AS n, COALESCE(sum(bytes), 0) AS bytes, min(oldest_commit_time) AS oldest
-      FROM philotes.pending_files WHERE source = $1) f`, b.source).Scan(&s.Depth, &oldestEvent, &s.PendingFiles, &s.PendingBytes, &oldestFile)
+      FROM philotes.pending_files WHERE source = $1) f`, b.source).Scan(&s.Depth, &oldestEvent, &s.PendingFiles, &s.PendingBytes, &oldestFile, &s.BackfillRemaining)
 	if err != nil {
 		return Stats{}, fmt.Errorf("buffer: stats: %w", err)
 	}

@@ -86,4 +86,64 @@ CREATE TABLE philotes.commit_seqs (
 	last    bigint NOT NULL
 );
 `,
+	// 3: backfill of existing rows (see backfill.go). Chunks of a table are read in short snapshots on the
+	// source and appended as snapshot events; the reader records which keys the stream changed meanwhile.
+	`CREATE TABLE philotes.backfill_tables (
+	source         text NOT NULL,
+	relation_id    oid NOT NULL,
+	schema_name    text NOT NULL,
+	table_name     text NOT NULL,
+	-- Each request of a table's backfill is a new run; chunks, marks and attempts carry it.
+	run            bigint NOT NULL DEFAULT 1,
+	key_columns    text[],
+	-- Chunks are read only in snapshots whose xmin is above xid_floor: every transaction that committed before
+	-- the start mark (tracking_from, set by the reader) is then visible to them.
+	xid_floor      bigint,
+	tracking_from  bigint,
+	planned_to     text[],
+	planned        boolean NOT NULL DEFAULT false,
+	rows_estimate  bigint NOT NULL DEFAULT 0,
+	rows_done      bigint NOT NULL DEFAULT 0,
+	error          text,
+	requested_at   timestamptz NOT NULL DEFAULT now(),
+	done_at        timestamptz,
+	PRIMARY KEY (source, relation_id)
+);
+COMMENT ON TABLE philotes.backfill_tables IS 'Backfills of existing rows, one row per source table; done_at IS NULL while one runs.';
+-- Primary-key ranges of a table: (lower, upper], NULL meaning unbounded.
+CREATE TABLE philotes.backfill_chunks (
+	id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	source       text NOT NULL,
+	relation_id  oid NOT NULL,
+	run          bigint NOT NULL,
+	lower_key    text[],
+	upper_key    text[],
+	done         boolean NOT NULL DEFAULT false,
+	rows         bigint
+);
+CREATE INDEX backfill_chunks_todo ON philotes.backfill_chunks (source, id) WHERE NOT done;
+-- Keys that the stream changed in a table being backfilled, with the operation, the changing transaction
+-- (full 64-bit ID) and its commit LSN; key NULL is a truncate, which covers every key. Dropped with the
+-- table's backfill when it completes. (Every buffer table has a primary key: a FOR ALL TABLES publication in a
+-- shared database would otherwise refuse its deletes.)
+CREATE TABLE philotes.backfill_keys (
+	id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	source       text NOT NULL,
+	relation_id  oid NOT NULL,
+	key          bytea,
+	op           "char" NOT NULL,
+	xid          bigint NOT NULL,
+	commit_lsn   bigint NOT NULL
+);
+CREATE INDEX backfill_keys_key ON philotes.backfill_keys (source, relation_id, key);
+-- The reader's record of a chunk attempt's high watermark: where in the stream the chunk's rows belong.
+CREATE TABLE philotes.backfill_marks (
+	attempt     uuid PRIMARY KEY,
+	source      text NOT NULL,
+	lsn         bigint NOT NULL,
+	created_at  timestamptz NOT NULL DEFAULT now()
+);
+-- Snapshot events take IDs from here, in blocks, far above the reader's IDs.
+CREATE SEQUENCE philotes.snapshot_event_ids START 4611686018427387904 INCREMENT 1048576;
+`,
 }

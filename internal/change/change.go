@@ -13,6 +13,8 @@ const (
 	Update   Op = 'U'
 	Delete   Op = 'D'
 	Truncate Op = 'T'
+	// Snapshot is a row read by a backfill: the row as it was at its position in the changelog.
+	Snapshot Op = 'S'
 )
 
 func (o Op) String() string {
@@ -25,6 +27,8 @@ func (o Op) String() string {
 		return "delete"
 	case Truncate:
 		return "truncate"
+	case Snapshot:
+		return "snapshot"
 	}
 	return "unknown"
 }
@@ -42,6 +46,15 @@ type Table struct {
 	Schema  string   `json:"schema"`
 	Name    string   `json:"name"`
 	Columns []Column `json:"columns"`
+}
+
+// TableRef names a source table: its relation ID (the table's OID) and its name.
+type TableRef struct {
+	RelationID uint32
+	Schema     string
+	Name       string
+	// Key names the columns that identify a row (nil when not known yet).
+	Key []string
 }
 
 // Value is one column value in PostgreSQL's text output format.

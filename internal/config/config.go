@@ -28,6 +28,8 @@ const (
 	Run Mode = "run"
 	// Drain runs processors only and exits once the buffer is empty.
 	Drain Mode = "drain"
+	// Backfill (re)starts the backfill of chosen tables, reads their chunks and exits once they are done.
+	Backfill Mode = "backfill"
 )
 
 // Config is the worker's complete configuration.
@@ -40,6 +42,15 @@ type Config struct {
 	Slot        string
 	Publication string
 	Tables      []string
+
+	// Backfill registers tables the reader sees for the first time for a backfill of their existing rows.
+	Backfill bool
+	// BackfillTables are the tables the backfill command backfills.
+	BackfillTables []string
+	// BackfillWorkers, BackfillChunkRows and BackfillMaxRowsPerSecond shape the backfill on each replica.
+	BackfillWorkers          int
+	BackfillChunkRows        int
+	BackfillMaxRowsPerSecond int
 
 	NoReader   bool
 	Processors int
@@ -74,10 +85,12 @@ type Config struct {
 }
 
 // Usage is printed for -h and on a bad command.
-const Usage = `usage: philotes-worker run|drain [flags]
+const Usage = `usage: philotes-worker run|drain|backfill [flags]
 
-  run    hold or wait for the slot's reader role and process the buffer until SIGTERM
-  drain  process the buffer until it is empty, then exit 0 (no reader)
+  run       hold or wait for the slot's reader role and process the buffer until SIGTERM
+  drain     process the buffer until it is empty, then exit 0 (no reader)
+  backfill  --tables schema.t1,schema.t2: copy the tables' existing rows again (through the buffer, like
+            changes), then exit 0; the run replicas' reader and processors must be up
 
 Every flag can also be set by its PHILOTES_* environment variable (shown in brackets); flags win.
 `
@@ -91,14 +104,14 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 			fmt.Fprint(stderr, Usage)
 			return Config{}, flag.ErrHelp
 		}
-		return Config{}, errors.New("a command is required: philotes-worker run or philotes-worker drain")
+		return Config{}, errors.New("a command is required: philotes-worker run, drain or backfill")
 	}
 	var c Config
 	switch Mode(args[0]) {
-	case Run, Drain:
+	case Run, Drain, Backfill:
 		c.Mode = Mode(args[0])
 	default:
-		return Config{}, fmt.Errorf("unknown command %q: use philotes-worker run or philotes-worker drain", args[0])
+		return Config{}, fmt.Errorf("unknown command %q: use philotes-worker run, drain or backfill", args[0])
 	}
 
 	fs := flag.NewFlagSet("philotes-worker "+args[0], flag.ContinueOnError)
@@ -124,13 +137,22 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 		fs.BoolVar(p, flagName, fromEnv(getenv, &errs, envName, false, strconv.ParseBool, "must be true or false"), help+" ["+envName+"]")
 	}
 
-	var tables, logLevel, s3Endpoint, s3Region, s3Key, s3Secret, catalogToken string
+	var tables, backfillTables, backfill, logLevel, s3Endpoint, s3Region, s3Key, s3Secret, catalogToken string
 	str(&c.SourceURL, "source-url", "PHILOTES_SOURCE_URL", "", "source database URL (the user needs REPLICATION)")
 	str(&c.BufferURL, "buffer-url", "PHILOTES_BUFFER_URL", "", "buffer database URL (default: the source URL; a separate database is recommended)")
 	str(&c.SourceName, "source-name", "PHILOTES_SOURCE_NAME", "", "source label and buffer key (default: the slot name)")
 	str(&c.Slot, "slot", "PHILOTES_SLOT", "philotes_cdc", "logical replication slot")
 	str(&c.Publication, "publication", "PHILOTES_PUBLICATION", "philotes_pub", "publication")
-	str(&tables, "tables", "PHILOTES_TABLES", "", "comma-separated schema.table list for a new publication (default: all tables)")
+	if c.Mode == Backfill {
+		fs.StringVar(&backfillTables, "tables", "", "comma-separated schema.table list of the tables to backfill (required)")
+		tables = getenv("PHILOTES_TABLES")
+	} else {
+		str(&tables, "tables", "PHILOTES_TABLES", "", "comma-separated schema.table list for a new publication (default: all tables)")
+	}
+	str(&backfill, "backfill", "PHILOTES_BACKFILL", "auto", "auto: backfill the existing rows of every published table the first time it is seen; off: only on request (philotes-worker backfill)")
+	num(&c.BackfillWorkers, "backfill-workers", "PHILOTES_BACKFILL_WORKERS", 2, "backfill chunks this replica reads at once (0: none; other replicas still backfill)")
+	num(&c.BackfillChunkRows, "backfill-chunk-rows", "PHILOTES_BACKFILL_CHUNK_ROWS", 10000, "rows per backfill chunk: one short read transaction on the source each")
+	num(&c.BackfillMaxRowsPerSecond, "backfill-max-rows-per-second", "PHILOTES_BACKFILL_MAX_ROWS_PER_SECOND", 0, "cap on the rows this replica's backfill reads from the source per second (0: no cap)")
 	boolean(&c.NoReader, "no-reader", "PHILOTES_NO_READER", "never take the reader role: process the buffer only")
 	num(&c.Processors, "processors", "PHILOTES_PROCESSORS", 2, "buffer processors in this replica")
 	num(&c.BatchSize, "batch-size", "PHILOTES_BATCH_SIZE", 5000, "events per buffer append and per processor claim")
@@ -173,8 +195,18 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	if c.SourceName == "" {
 		c.SourceName = c.Slot
 	}
-	if c.Mode == Drain {
+	if c.Mode == Drain || c.Mode == Backfill {
 		c.NoReader = true
+	}
+	if c.Mode == Backfill {
+		c.Processors = 0 // the run replicas write the rows to the lake
+	}
+	switch backfill {
+	case "auto":
+		c.Backfill = true
+	case "off":
+	default:
+		errs = append(errs, fmt.Errorf("PHILOTES_BACKFILL=%q: use auto or off", backfill))
 	}
 	c.IcebergProperties = map[string]string{}
 	for k, v := range map[string]string{"s3.endpoint": s3Endpoint, "s3.region": s3Region,
@@ -183,18 +215,10 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 			c.IcebergProperties[k] = v
 		}
 	}
-	for _, t := range strings.Split(tables, ",") {
-		if t = strings.TrimSpace(t); t == "" {
-			continue
-		}
-		if !strings.Contains(t, ".") {
-			t = "public." + t
-		}
-		if s, n, _ := strings.Cut(t, "."); s == "" || n == "" || strings.Count(t, ".") > 1 {
-			errs = append(errs, fmt.Errorf("PHILOTES_TABLES: %q is not a table name: use schema.table, comma-separated", t))
-			continue
-		}
-		c.Tables = append(c.Tables, t)
+	c.Tables = tableList(tables, "PHILOTES_TABLES", &errs)
+	c.BackfillTables = tableList(backfillTables, "--tables", &errs)
+	if c.Mode == Backfill && len(c.BackfillTables) == 0 {
+		errs = append(errs, errors.New("--tables is required: name the tables to backfill, e.g. philotes-worker backfill --tables public.orders,public.customers"))
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("PHILOTES_LOG_LEVEL=%q: use debug, info, warn or error", logLevel))
@@ -234,11 +258,23 @@ func (c *Config) validate() []error {
 	switch {
 	case c.Processors < 0 || c.Processors > 256:
 		bad("PHILOTES_PROCESSORS=%d: use 0 to 256", c.Processors)
-	case c.Processors == 0 && c.NoReader:
+	case c.Processors == 0 && c.NoReader && c.Mode != Backfill:
 		bad("PHILOTES_PROCESSORS=0 with no reader leaves nothing to do: use at least 1 processor")
 	}
 	if c.MaxEventsPerSecond < 0 {
 		bad("PHILOTES_PROCESSOR_MAX_EVENTS_PER_SECOND=%d: use 0 (no cap) or a positive number of events per second", c.MaxEventsPerSecond)
+	}
+	if c.BackfillWorkers < 0 || c.BackfillWorkers > 64 {
+		bad("PHILOTES_BACKFILL_WORKERS=%d: use 0 to 64", c.BackfillWorkers)
+	}
+	if c.BackfillChunkRows < 100 || c.BackfillChunkRows > 1_000_000 {
+		bad("PHILOTES_BACKFILL_CHUNK_ROWS=%d: use 100 to 1000000", c.BackfillChunkRows)
+	}
+	if c.BackfillMaxRowsPerSecond < 0 {
+		bad("PHILOTES_BACKFILL_MAX_ROWS_PER_SECOND=%d: use 0 (no cap) or a positive number of rows per second", c.BackfillMaxRowsPerSecond)
+	}
+	if c.Mode == Backfill && c.SourceURL == "" {
+		bad("PHILOTES_SOURCE_URL is required to backfill: set it to the source database URL")
 	}
 	if c.BatchSize < 1 || c.BatchSize > 1_000_000 {
 		bad("PHILOTES_BATCH_SIZE=%d: use 1 to 1000000", c.BatchSize)
@@ -283,6 +319,25 @@ func (c *Config) validate() []error {
 		bad("PHILOTES_LOG_FORMAT=%q: use json or text", c.LogFormat)
 	}
 	return errs
+}
+
+// tableList parses a comma-separated schema.table list (a bare name is in schema public).
+func tableList(list, setting string, errs *[]error) []string {
+	var out []string
+	for _, t := range strings.Split(list, ",") {
+		if t = strings.TrimSpace(t); t == "" {
+			continue
+		}
+		if !strings.Contains(t, ".") {
+			t = "public." + t
+		}
+		if s, n, _ := strings.Cut(t, "."); s == "" || n == "" || strings.Count(t, ".") > 1 {
+			*errs = append(*errs, fmt.Errorf("%s: %q is not a table name: use schema.table, comma-separated", setting, t))
+			continue
+		}
+		out = append(out, t)
+	}
+	return out
 }
 
 // fromEnv parses variable name when it is set, recording a message naming it when it does not parse.

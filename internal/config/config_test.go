@@ -44,7 +44,7 @@ func TestErrorsNameTheSetting(t *testing.T) {
 		env  map[string]string
 		want []string
 	}{
-		{"no command", nil, nil, []string{"philotes-worker run or philotes-worker drain"}},
+		{"no command", nil, nil, []string{"philotes-worker run, drain or backfill"}},
 		{"unknown command", []string{"serve"}, nil, []string{`unknown command "serve"`}},
 		{"missing source", []string{"run"}, nil, []string{"PHILOTES_SOURCE_URL is required"}},
 		{"many at once", []string{"run"}, map[string]string{

@@ -5,6 +5,8 @@ package lakecheck
 import (
 	"context"
 	"fmt"
+	"sort"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/iceberg-go/catalog"
@@ -92,4 +94,75 @@ func ExactlyOnce(counts map[int64]int, n int) error {
 			t.Missing, t.Duplicated, t.Unexpected, n)
 	}
 	return nil
+}
+
+// Replay reads the lake table that holds public.<sourceTable> and applies its change rows in (_commit_lsn,
+// _seq) order, the way any reader of the changelog would: insert, update and snapshot rows set the row of
+// their key, delete rows remove it, truncate rows clear the table. It returns the final rows by key, each
+// rendered as the listed columns' values joined with "|", and how many snapshot rows each key had.
+func Replay(ctx context.Context, cat catalog.Catalog, namespace, sourceTable string, keyCols, cols []string) (rows map[string]string, snapshots map[string]int, err error) {
+	tbl, err := cat.LoadTable(ctx, table.Identifier{namespace, "public_" + sourceTable})
+	if err != nil {
+		return nil, nil, fmt.Errorf("load %s.public_%s: %w", namespace, sourceTable, err)
+	}
+	fields := append(append([]string{"_op", "_commit_lsn", "_seq"}, keyCols...), cols...)
+	at, err := tbl.Scan(table.WithSelectedFields(fields...)).ToArrowTable(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("scan %s.public_%s: %w", namespace, sourceTable, err)
+	}
+	defer at.Release()
+	type change struct {
+		op       string
+		lsn      int64
+		seq      int32
+		key, val string
+	}
+	var changes []change
+	idx := make([]int, len(fields))
+	for i, f := range fields {
+		idx[i] = at.Schema().FieldIndices(f)[0]
+	}
+	rd := array.NewTableReader(at, -1)
+	defer rd.Release()
+	for rd.Next() {
+		rec := rd.RecordBatch()
+		str := func(field, row int) string { return rec.Column(idx[field]).ValueStr(row) }
+		for r := 0; r < int(rec.NumRows()); r++ {
+			c := change{op: str(0, r)}
+			c.lsn = rec.Column(idx[1]).(*array.Int64).Value(r)
+			c.seq = rec.Column(idx[2]).(*array.Int32).Value(r)
+			var key, val []string
+			for i := range keyCols {
+				key = append(key, str(3+i, r))
+			}
+			for i := range cols {
+				val = append(val, str(3+len(keyCols)+i, r))
+			}
+			c.key, c.val = strings.Join(key, "|"), strings.Join(val, "|")
+			changes = append(changes, c)
+		}
+	}
+	sort.Slice(changes, func(i, j int) bool {
+		if changes[i].lsn != changes[j].lsn {
+			return changes[i].lsn < changes[j].lsn
+		}
+		return changes[i].seq < changes[j].seq
+	})
+	rows, snapshots = map[string]string{}, map[string]int{}
+	for _, c := range changes {
+		switch c.op {
+		case "insert", "update", "snapshot":
+			rows[c.key] = c.val
+			if c.op == "snapshot" {
+				snapshots[c.key]++
+			}
+		case "delete":
+			delete(rows, c.key)
+		case "truncate":
+			clear(rows)
+		default:
+			return nil, nil, fmt.Errorf("unknown _op %q", c.op)
+		}
+	}
+	return rows, snapshots, nil
 }

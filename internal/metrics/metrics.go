@@ -27,6 +27,10 @@ type Metrics struct {
 	dataFiles       *prometheus.GaugeVec
 	maintenance     *prometheus.CounterVec
 
+	backfillRemaining prometheus.Gauge
+	backfillRows      prometheus.Counter
+	backfillDropped   prometheus.Counter
+
 	mu     sync.Mutex
 	oldest time.Time // commit time of the oldest buffered change; zero when the buffer is empty
 	now    func() time.Time
@@ -69,10 +73,10 @@ func New(reg prometheus.Registerer, source string) *Metrics {
 	}, []string{"stage"})
 	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name:        "philotes_errors_total",
-		Help:        "Errors by kind: replication, reader_lock, buffer, sink (writing data files), commit (the committer's Iceberg commits), maintenance.",
+		Help:        "Errors by kind: replication, reader_lock, buffer, sink (writing data files), commit (the committer's Iceberg commits), maintenance, backfill.",
 		ConstLabels: labels,
 	}, []string{"kind"})
-	for _, kind := range []string{"replication", "reader_lock", "buffer", "sink", "commit", "maintenance"} {
+	for _, kind := range []string{"replication", "reader_lock", "buffer", "sink", "commit", "maintenance", "backfill"} {
 		m.errors.WithLabelValues(kind)
 	}
 	m.committerActive = prometheus.NewGauge(prometheus.GaugeOpts{
@@ -116,6 +120,22 @@ func New(reg prometheus.Registerer, source string) *Metrics {
 		Help:        "Table maintenance operations that changed something, by operation: expire_snapshots, rewrite_manifests, compact, remove_orphans.",
 		ConstLabels: labels,
 	}, []string{"operation"})
+	m.backfillRemaining = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "philotes_backfill_rows_remaining",
+		Help:        "Rows that running backfills have yet to read from the source (estimated from the tables' sizes); 0 when no backfill runs. Read from the shared buffer: aggregate with max, never sum.",
+		ConstLabels: labels,
+	})
+	m.backfillRows = prometheus.NewCounter(prometheus.CounterOpts{
+		Name:        "philotes_backfill_rows_read_total",
+		Help:        "Existing rows this replica read from the source in backfill chunks; sum(rate()) across replicas is the backfill's speed.",
+		ConstLabels: labels,
+	})
+	m.backfillDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name:        "philotes_backfill_rows_superseded_total",
+		Help:        "Rows read by backfill chunks and left out because the stream carries the same or a newer state of their key.",
+		ConstLabels: labels,
+	})
+	reg.MustRegister(m.backfillRemaining, m.backfillRows, m.backfillDropped)
 	reg.MustRegister(m.readerActive, m.retainedWAL, m.depth, lag, m.processed, m.batch, m.errors,
 		m.committerActive, m.pendingFiles, m.pendingBytes, m.commitDuration, m.committedFiles, m.snapshots,
 		m.dataFiles, m.maintenance)
@@ -203,3 +223,12 @@ func (m *Metrics) SetTable(table string, snapshots, dataFiles int) {
 
 // Maintained counts one maintenance operation that changed a table.
 func (m *Metrics) Maintained(operation string) { m.maintenance.WithLabelValues(operation).Inc() }
+
+// SetBackfillRemaining records the rows backfills have yet to read.
+func (m *Metrics) SetBackfillRemaining(rows int64) { m.backfillRemaining.Set(float64(rows)) }
+
+// ObserveBackfillChunk records one backfill chunk: rows read, of which dropped were superseded by the stream.
+func (m *Metrics) ObserveBackfillChunk(rows, dropped int) {
+	m.backfillRows.Add(float64(rows))
+	m.backfillDropped.Add(float64(dropped))
+}

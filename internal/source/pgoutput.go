@@ -1,6 +1,7 @@
 package source
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ func pgTime(micros int64) time.Time {
 type begin struct {
 	finalLSN   uint64
 	commitTime time.Time
+	xid        uint32
 }
 
 func parseBegin(b []byte) (begin, error) {
@@ -36,6 +38,7 @@ func parseBegin(b []byte) (begin, error) {
 	return begin{
 		finalLSN:   binary.BigEndian.Uint64(b[1:]),
 		commitTime: pgTime(int64(binary.BigEndian.Uint64(b[9:]))),
+		xid:        binary.BigEndian.Uint32(b[17:]),
 	}, nil
 }
 
@@ -49,6 +52,34 @@ func parseCommit(b []byte) (commit, error) {
 		return commit{}, fmt.Errorf("commit: %w", errShort)
 	}
 	return commit{commitLSN: binary.BigEndian.Uint64(b[2:]), endLSN: binary.BigEndian.Uint64(b[10:])}, nil
+}
+
+// message is a logical decoding message (pg_logical_emit_message).
+type message struct {
+	transactional bool
+	lsn           uint64
+	prefix        string
+	content       []byte
+}
+
+func parseMessage(b []byte) (message, error) {
+	if len(b) < 1+1+8+1+4 {
+		return message{}, fmt.Errorf("message: %w", errShort)
+	}
+	m := message{transactional: b[1]&1 == 1, lsn: binary.BigEndian.Uint64(b[2:])}
+	rest := b[10:]
+	end := bytes.IndexByte(rest, 0)
+	if end < 0 || len(rest) < end+1+4 {
+		return message{}, fmt.Errorf("message: %w", errShort)
+	}
+	m.prefix = string(rest[:end])
+	rest = rest[end+1:]
+	n := int(binary.BigEndian.Uint32(rest))
+	if len(rest) < 4+n {
+		return message{}, fmt.Errorf("message: %w", errShort)
+	}
+	m.content = rest[4 : 4+n]
+	return m, nil
 }
 
 // rowChange is an Insert, Update or Delete message, framed: tuple slices point into the message.

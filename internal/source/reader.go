@@ -8,11 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -27,6 +30,8 @@ type Store interface {
 	Progress(ctx context.Context) (buffer.Progress, error)
 	SaveRelation(ctx context.Context, relationID uint32, t change.Table) (int64, error)
 	BeginAppend(ctx context.Context, b *buffer.Batch) (*buffer.PendingAppend, error)
+	RequestBackfill(ctx context.Context, tables []change.TableRef, onlyNew bool) (int, error)
+	TrackedTables(ctx context.Context) (map[uint32][]string, error)
 }
 
 // Metrics receives the reader's observations.
@@ -52,6 +57,9 @@ type Config struct {
 	StatusInterval time.Duration
 	// RetryInterval is how often a replica that does not hold the reader role tries to take it.
 	RetryInterval time.Duration
+	// Backfill registers every published table for a backfill of its existing rows the first time the reader
+	// sees it.
+	Backfill bool
 	// Appenders is how many batches are copied into the buffer at once (default 2). They commit in order.
 	Appenders int
 	// Skip reports tables whose changes are not read: the worker's own tables (buffer, Iceberg SQL catalog)
@@ -175,8 +183,26 @@ func (r *Reader) session(ctx context.Context) (held bool, err error) {
 	if err != nil {
 		return true, withKind("buffer", err)
 	}
+	if r.cfg.Backfill {
+		if err := r.registerBackfills(ctx, conn); err != nil {
+			return true, err
+		}
+	}
+	s := &streamState{r: r, progress: progress.Last, relations: map[uint32]int64{}, skipped: map[uint32]bool{},
+		tables: map[uint32]change.Table{}, registered: map[uint32]bool{}}
+	if s.tracked, err = r.store.TrackedTables(ctx); err != nil {
+		return true, withKind("buffer", err)
+	}
+	xmin, err := queryText(ctx, conn, "SELECT pg_snapshot_xmin(pg_current_snapshot())")
+	if err == nil {
+		s.xid, err = strconv.ParseUint(xmin, 10, 64)
+	}
+	if err != nil {
+		return true, fmt.Errorf("read the source's transaction ID: %w", err)
+	}
+	// messages: the backfill's watermarks (PostgreSQL 14 and later).
 	err = pglogrepl.StartReplication(ctx, conn, r.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(r.cfg.Publication)},
+		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(r.cfg.Publication), "messages 'true'"},
 	})
 	if err != nil {
 		return true, fmt.Errorf("start replication on slot %s: %w", r.cfg.Slot, err)
@@ -185,7 +211,48 @@ func (r *Reader) session(ctx context.Context) (held bool, err error) {
 	// starts at its creation, so a change committed before that point never would).
 	r.cfg.Metrics.SetReaderActive(true)
 	defer r.cfg.Metrics.SetReaderActive(false)
-	return true, r.stream(ctx, conn, progress)
+	return true, r.stream(ctx, conn, s, progress.NextID)
+}
+
+// registerBackfills registers the published tables that never had a backfill, with their keys, before the
+// stream starts: every change streamed from here on has its key recorded.
+func (r *Reader) registerBackfills(ctx context.Context, conn *pgconn.PgConn) error {
+	res, err := conn.Exec(ctx, fmt.Sprintf(`SELECT c.oid, n.nspname, c.relname, (
+	SELECT array_to_string(array_agg(a.attname ORDER BY k.ord), ',') FROM (
+		SELECT indrelid, indkey, indnkeyatts FROM pg_index
+		WHERE indrelid = c.oid AND (indisprimary OR (indisreplident AND indisunique AND indimmediate))
+		ORDER BY indisprimary DESC LIMIT 1) i
+	CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+	JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+	WHERE k.ord <= i.indnkeyatts)
+FROM pg_publication_tables p
+JOIN pg_namespace n ON n.nspname = p.schemaname JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
+WHERE p.pubname = %s`, quoteLiteral(r.cfg.Publication))).ReadAll()
+	if err != nil {
+		return fmt.Errorf("list the tables of publication %s: %w", r.cfg.Publication, err)
+	}
+	var tables []change.TableRef
+	for _, row := range res[0].Rows {
+		oid, _ := strconv.ParseUint(string(row[0]), 10, 32)
+		t := change.TableRef{RelationID: uint32(oid), Schema: string(row[1]), Name: string(row[2])}
+		if r.cfg.Skip != nil && r.cfg.Skip(t.Schema, t.Name) {
+			continue
+		}
+		// Key column names are identifiers: a comma inside one would need quoting, and such a table is
+		// planned with its key read again.
+		if k := string(row[3]); k != "" && !strings.Contains(k, `"`) {
+			t.Key = strings.Split(k, ",")
+		}
+		tables = append(tables, t)
+	}
+	n, err := r.store.RequestBackfill(ctx, tables, true)
+	if err != nil {
+		return withKind("buffer", err)
+	}
+	if n > 0 {
+		r.log.Info("registered tables for a backfill of their existing rows", "tables", n)
+	}
+	return nil
 }
 
 // appendOne copies j's batch, waits for the previous batch's outcome, and commits only if that succeeded.
@@ -193,7 +260,7 @@ func (r *Reader) appendOne(ctx context.Context, j job, durable *atomic.Uint64, e
 	var pending *buffer.PendingAppend
 	var err error
 	start := time.Now()
-	if j.batch.Len() > 0 {
+	if !j.batch.Empty() {
 		pending, err = r.store.BeginAppend(ctx, j.batch)
 	}
 	prevOK := <-j.prev
@@ -271,7 +338,7 @@ type job struct {
 
 // stream runs the receive loop. Appender goroutines copy batches into the buffer so that decoding and COPY
 // overlap, and so that more than one server backend works on the COPY.
-func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn, progress buffer.Progress) error {
+func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn, s *streamState, nextID int64) error {
 	var durable atomic.Uint64
 	n := r.cfg.Appenders
 	work := make(chan job, n)
@@ -296,10 +363,8 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn, progress buffe
 		}()
 	}
 
-	nextID := progress.NextID
 	lastDone := make(chan bool, 1)
 	lastDone <- true
-	s := &streamState{r: r, progress: progress.Last, relations: map[uint32]int64{}, skipped: map[uint32]bool{}}
 	s.batch = <-free
 	submit := func() {
 		s.batch.FirstID = nextID
@@ -312,7 +377,7 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn, progress buffe
 		s.firstPending = time.Time{}
 	}
 	finish := func() error {
-		if s.batch.Len() > 0 || s.confirm > s.submitted {
+		if !s.batch.Empty() || s.confirm > s.submitted {
 			submit()
 		}
 		close(work)
@@ -345,6 +410,7 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn, progress buffe
 	}
 
 	nextStatus := time.Now().Add(r.cfg.StatusInterval)
+	nextTracked := time.Now().Add(trackedRefresh)
 	for {
 		wake := nextStatus
 		if !s.firstPending.IsZero() {
@@ -375,6 +441,14 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn, progress buffe
 			(!s.firstPending.IsZero() && !now.Before(s.firstPending.Add(r.cfg.FlushInterval))) {
 			submit()
 		}
+		if !now.Before(nextTracked) {
+			// Backfills that ended stop the recording of their keys.
+			if err := s.refreshTracked(ctx); err != nil {
+				_ = finish()
+				return err
+			}
+			nextTracked = now.Add(trackedRefresh)
+		}
 		if s.replyRequested || !now.Before(nextStatus) {
 			if err := sendStatus(s.replyRequested); err != nil {
 				_ = finish()
@@ -392,10 +466,18 @@ type streamState struct {
 	progress  buffer.Position
 	relations map[uint32]int64
 	skipped   map[uint32]bool
+	// tables are the relations' schemas; tracked the tables being backfilled, with their key columns (nil:
+	// not known yet); registered the relations already offered for a backfill in this session.
+	tables     map[uint32]change.Table
+	tracked    map[uint32][]string
+	registered map[uint32]bool
+	// xid is the largest 64-bit transaction ID seen: the stream gives 32-bit ones.
+	xid uint64
 
-	inTx bool
-	tx   begin
-	seq  int32
+	inTx  bool
+	tx    begin
+	seq   int32
+	txXid uint64
 
 	batch        *buffer.Batch
 	firstPending time.Time // when the oldest unsubmitted change (or confirmable position) arrived
@@ -404,6 +486,9 @@ type streamState struct {
 
 	serverEnd      uint64
 	replyRequested bool
+
+	values []change.Value // scratch for key decoding
+	key    [][]byte
 }
 
 // receive handles messages until the batch is full or ctx's deadline passes (returned as a timeout error).
@@ -472,6 +557,7 @@ func (s *streamState) handle(ctx context.Context, data []byte, walStart uint64) 
 			return err
 		}
 		s.inTx, s.tx, s.seq = true, b, 0
+		s.txXid = s.widen(b.xid)
 	case 'C':
 		c, err := parseCommit(data)
 		if err != nil {
@@ -497,6 +583,31 @@ func (s *streamState) handle(ctx context.Context, data []byte, walStart uint64) 
 			return withKind("buffer", err)
 		}
 		s.relations[id] = key
+		s.tables[id] = t
+		if err := s.register(ctx, id, t); err != nil {
+			return err
+		}
+	case 'M':
+		m, err := parseMessage(data)
+		if err != nil {
+			return err
+		}
+		if m.prefix != markPrefix || m.transactional {
+			return nil
+		}
+		mark, ok := parseMark(string(m.content), m.lsn)
+		if !ok {
+			s.r.log.Warn("ignored a malformed backfill watermark", "content", string(m.content))
+			return nil
+		}
+		if mark.Attempt == uuid.Nil {
+			// A backfill starts: its table's key columns are known now.
+			if err := s.refreshTracked(ctx); err != nil {
+				return err
+			}
+		}
+		s.batch.AddMark(mark)
+		s.markPending()
 	case 'I', 'U', 'D':
 		rc, err := parseRowChange(data)
 		if err != nil {
@@ -533,7 +644,125 @@ func (s *streamState) add(relation uint32, lsn uint64, op change.Op, tuple, oldT
 	}
 	s.batch.Add(pos, lsn, s.tx.commitTime, key, op, tuple, oldTuple)
 	s.markPending()
+	if cols, ok := s.tracked[relation]; ok && (cols != nil || op == change.Truncate) {
+		return s.track(relation, cols, op, tuple, oldTuple)
+	}
 	return nil
+}
+
+// trackedRefresh is how often the reader reloads which tables are being backfilled.
+const trackedRefresh = 10 * time.Second
+
+// refreshTracked reloads the tables being backfilled.
+func (s *streamState) refreshTracked(ctx context.Context) error {
+	tracked, err := s.r.store.TrackedTables(context.WithoutCancel(ctx))
+	if err != nil {
+		return withKind("buffer", err)
+	}
+	s.tracked = tracked
+	return nil
+}
+
+// register offers a table seen for the first time in this session for a backfill (a table that had one keeps
+// it), and records its changed keys from now on.
+func (s *streamState) register(ctx context.Context, id uint32, t change.Table) error {
+	if !s.r.cfg.Backfill || s.registered[id] {
+		return nil
+	}
+	s.registered[id] = true
+	if _, ok := s.tracked[id]; ok {
+		return nil
+	}
+	n, err := s.r.store.RequestBackfill(context.WithoutCancel(ctx), []change.TableRef{{RelationID: id, Schema: t.Schema, Name: t.Name}}, true)
+	if err != nil {
+		return withKind("buffer", err)
+	}
+	if n > 0 {
+		s.r.log.Info("registered a new table for a backfill of its existing rows", "table", t.Schema+"."+t.Name)
+		s.tracked[id] = nil
+	}
+	return nil
+}
+
+// track records the keys a change touches in a table being backfilled.
+func (s *streamState) track(relation uint32, cols []string, op change.Op, tuple, oldTuple []byte) error {
+	k := buffer.KeyChange{Relation: relation, Op: op, Xid: s.txXid, CommitLSN: s.tx.finalLSN}
+	if op == change.Truncate {
+		s.batch.AddKey(k)
+		return nil
+	}
+	t, ok := s.tables[relation]
+	if !ok {
+		return fmt.Errorf("change for relation %d arrived before its relation message", relation)
+	}
+	keyOf := func(b []byte) ([]byte, bool, error) {
+		vals, err := DecodeTuple(b, s.values[:0])
+		if err != nil {
+			return nil, false, err
+		}
+		s.values = vals
+		key := s.key[:0]
+		for _, c := range cols {
+			i := slices.IndexFunc(t.Columns, func(col change.Column) bool { return col.Name == c })
+			if i < 0 || i >= len(vals) || vals[i].Unchanged {
+				return nil, false, nil // not a full key: the key column is missing or was not sent
+			}
+			if vals[i].Null {
+				key = append(key, nil)
+			} else {
+				key = append(key, vals[i].Text)
+			}
+		}
+		s.key = key
+		return EncodeKey(key), true, nil
+	}
+	if tuple != nil {
+		key, ok, err := keyOf(tuple)
+		if err != nil {
+			return err
+		}
+		if ok {
+			k.Key = key
+			s.batch.AddKey(k)
+		}
+	}
+	if oldTuple != nil {
+		key, ok, err := keyOf(oldTuple)
+		if err != nil {
+			return err
+		}
+		if ok {
+			// The old key of an update that changed it is gone: for that key it is a delete.
+			k.Key, k.Op = key, change.Delete
+			s.batch.AddKey(k)
+		}
+	}
+	return nil
+}
+
+// widen turns the stream's 32-bit transaction ID into the 64-bit one nearest the largest seen so far.
+func (s *streamState) widen(x uint32) uint64 {
+	const half = 1 << 31
+	v := s.xid&^0xffffffff | uint64(x)
+	switch {
+	case v+half < s.xid:
+		v += 1 << 32
+	case v > s.xid+half && v >= 1<<32:
+		v -= 1 << 32
+	}
+	s.xid = max(s.xid, v)
+	return v
+}
+
+func queryText(ctx context.Context, conn *pgconn.PgConn, sql string) (string, error) {
+	res, err := conn.Exec(ctx, sql).ReadAll()
+	if err != nil {
+		return "", err
+	}
+	if len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) != 1 {
+		return "", fmt.Errorf("unexpected result for %q", sql)
+	}
+	return string(res[0].Rows[0][0]), nil
 }
 
 func queryBool(ctx context.Context, conn *pgconn.PgConn, sql string) (bool, error) {

@@ -30,9 +30,9 @@ type Sink interface {
 
 // Buffer is what the processors and stats loop need from the buffer.
 type Buffer interface {
-	NewLease(ctx context.Context) (*buffer.Lease, error)
 	Relation(ctx context.Context, key int64) (change.Table, error)
 	Stats(ctx context.Context) (buffer.Stats, error)
+	BackfillBuffer
 }
 
 // Metrics receives the processors', the committer's and the stats loop's observations.
@@ -40,8 +40,9 @@ type Metrics interface {
 	ObserveSink(d time.Duration, events int)
 	SetBuffer(depth int64, oldest time.Time)
 	SetPending(files, bytes int64)
-	Error(kind string)
+	SetBackfillRemaining(rows int64)
 	CommitterMetrics
+	BackfillMetrics
 }
 
 // Reader is the slot reader candidate.
@@ -61,7 +62,9 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Committer configures the committer role that every replica with processors competes for.
 	Committer CommitterConfig
-	Logger    *slog.Logger
+	// Backfill configures this replica's backfill workers (none when Workers is 0, and none in drain mode).
+	Backfill BackfillConfig
+	Logger   *slog.Logger
 }
 
 // Worker is one replica's work.
@@ -69,8 +72,9 @@ type Worker struct {
 	cfg     Config
 	buf     Buffer
 	sink    Sink
-	reader  Reader     // nil: no reader role on this replica
-	commit  *committer // nil: no processors, no committer role
+	reader  Reader      // nil: no reader role on this replica
+	commit  *committer  // nil: no processors, no committer role
+	fill    *backfiller // nil: no backfill workers
 	metrics Metrics
 	log     *slog.Logger
 	ready   atomic.Bool
@@ -99,6 +103,13 @@ func New(cfg Config, buf Buffer, sink Sink, reader Reader, queue CommitQueue, la
 			return nil, err
 		}
 		w.commit = c
+	}
+	if cfg.Backfill.Workers > 0 {
+		b, err := newBackfiller(cfg.Backfill, buf, m, cfg.IdlePollInterval, cfg.Logger.With("component", "backfill"))
+		if err != nil {
+			return nil, err
+		}
+		w.fill = b
 	}
 	return w, nil
 }
@@ -131,7 +142,7 @@ func (w *Worker) run(ctx context.Context, drain bool) error {
 	defer stop()
 
 	var wg sync.WaitGroup
-	errs := make(chan error, w.cfg.Processors+3)
+	errs := make(chan error, w.cfg.Processors+w.cfg.Backfill.Workers+3)
 	statsCtx, stopStats := context.WithCancel(ctx)
 	defer stopStats()
 	wg.Add(1)
@@ -145,6 +156,17 @@ func (w *Worker) run(ctx context.Context, drain bool) error {
 				errs <- fmt.Errorf("reader: %w", err)
 			}
 		}()
+	}
+	if w.fill != nil && !drain {
+		for range w.cfg.Backfill.Workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := w.fill.loop(ctx, nil); err != nil {
+					errs <- fmt.Errorf("backfill: %w", err)
+				}
+			}()
+		}
 	}
 	// The committer outlives the processors: once they have stopped it commits what they recorded, then
 	// gives its role up. Until the shutdown deadline, that is.
@@ -343,6 +365,7 @@ func (w *Worker) statsLoop(ctx context.Context) {
 		if err == nil {
 			w.metrics.SetBuffer(st.Depth, st.Oldest)
 			w.metrics.SetPending(st.PendingFiles, st.PendingBytes)
+			w.metrics.SetBackfillRemaining(st.BackfillRemaining)
 		} else if ctx.Err() == nil {
 			w.metrics.Error("buffer")
 			w.log.Warn("read buffer stats", "err", err)

@@ -1,0 +1,285 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/philotes/philotes-worker/internal/lakecheck"
+)
+
+// backfillTable is a source table of the backfill tests: its key, its value columns, and how its existing
+// rows are made.
+type backfillTable struct {
+	name string
+	ddl  string
+	key  []string
+	cols []string
+	fill string // INSERT ... SELECT with $1 = the row count
+	rows int
+}
+
+// backfillTables are three tables with different kinds of key, 1,000,000 rows together at full size.
+func backfillTables(scale int) []backfillTable {
+	return []backfillTable{
+		{name: "accounts", ddl: `CREATE TABLE accounts (id bigint PRIMARY KEY, v int NOT NULL, note text)`,
+			key: []string{"id"}, cols: []string{"v", "note"},
+			fill: `INSERT INTO accounts SELECT g, g % 1000, 'account ' || g FROM generate_series(1, $1::int) g`, rows: 500_000 / scale},
+		{name: "lines", ddl: `CREATE TABLE lines (id bigint NOT NULL, line int NOT NULL, v int NOT NULL, PRIMARY KEY (id, line))`,
+			key: []string{"id", "line"}, cols: []string{"v"},
+			fill: `INSERT INTO lines SELECT g / 4 + 1, g % 4, g FROM generate_series(0, $1::int - 1) g`, rows: 300_000 / scale},
+		{name: "tags", ddl: `CREATE TABLE tags (id bigint NOT NULL, name text PRIMARY KEY, v int NOT NULL)`,
+			key: []string{"name"}, cols: []string{"id", "v"},
+			fill: `INSERT INTO tags SELECT g, 'tag-' || md5(g::text), g FROM generate_series(1, $1::int) g`, rows: 200_000 / scale},
+	}
+}
+
+// churn changes, deletes and inserts rows of every table until stop is closed, in small transactions,
+// touching keys all over each table (so inside chunks being read). It returns the statements it ran.
+func churn(t *testing.T, s setup, tables []backfillTable, stop <-chan struct{}) func() int {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	done := 0
+	t.Cleanup(wg.Wait) // a failed test stops the churn (stop closes) before its database goes
+	for w := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := context.Background()
+			conn, err := pgx.Connect(ctx, s.srcURL)
+			if err != nil {
+				t.Errorf("churn: %v", err)
+				return
+			}
+			defer conn.Close(ctx)
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			next := int64(10_000_000 * (w + 1))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				tb := tables[rng.IntN(len(tables))]
+				id := rng.Int64N(int64(tb.rows)) + 1
+				var sql string
+				switch tb.name {
+				case "accounts":
+					sql = []string{
+						fmt.Sprintf(`UPDATE accounts SET v = v + 1, note = 'changed' WHERE id = %d`, id),
+						fmt.Sprintf(`DELETE FROM accounts WHERE id = %d`, id),
+						fmt.Sprintf(`INSERT INTO accounts VALUES (%d, 1, 'new') ON CONFLICT (id) DO UPDATE SET v = -1`, id),
+						fmt.Sprintf(`INSERT INTO accounts VALUES (%d, 2, 'appended')`, next),
+					}[rng.IntN(4)]
+					next += 2
+				case "lines":
+					sql = []string{
+						fmt.Sprintf(`UPDATE lines SET v = v + 1 WHERE id = %d`, id/4+1),
+						fmt.Sprintf(`DELETE FROM lines WHERE id = %d AND line = %d`, id/4+1, id%4),
+						fmt.Sprintf(`INSERT INTO lines VALUES (%d, 9, 9) ON CONFLICT DO NOTHING`, id/4+1),
+					}[rng.IntN(3)]
+				case "tags":
+					sql = []string{
+						fmt.Sprintf(`UPDATE tags SET v = v + 1 WHERE name = 'tag-' || md5('%d')`, id),
+						fmt.Sprintf(`DELETE FROM tags WHERE name = 'tag-' || md5('%d')`, id),
+						fmt.Sprintf(`INSERT INTO tags VALUES (%d, 'new-%d', 0)`, next, next),
+					}[rng.IntN(3)]
+					next++
+				}
+				if _, err := conn.Exec(ctx, sql); err != nil {
+					t.Errorf("churn %q: %v", sql, err)
+					return
+				}
+				mu.Lock()
+				done++
+				mu.Unlock()
+				time.Sleep(time.Millisecond) // a steady load, not a flood: about 2,000 statements a second
+			}
+		}()
+	}
+	return func() int { wg.Wait(); return done }
+}
+
+// sourceRows reads a table's rows the way lakecheck.Replay renders them.
+func sourceRows(t *testing.T, s setup, tb backfillTable) map[string]string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, s.srcURL)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	text := func(cols []string) string {
+		parts := make([]string, len(cols))
+		for i, c := range cols {
+			parts[i] = c + "::text"
+		}
+		return strings.Join(parts, " || '|' || ")
+	}
+	rows, err := conn.Query(ctx, fmt.Sprintf("SELECT %s, %s FROM %s", text(tb.key), text(tb.cols), tb.name))
+	require.NoError(t, err)
+	out := map[string]string{}
+	var k, v string
+	_, err = pgx.ForEachRow(rows, []any{&k, &v}, func() error { out[k] = v; return nil })
+	require.NoError(t, err)
+	return out
+}
+
+// requireReplayEqualsSource replays each table's changelog from the lake and compares it with the source, key
+// by key; no key may have more than one snapshot row.
+func requireReplayEqualsSource(t *testing.T, s setup, tables []backfillTable) {
+	t.Helper()
+	l := s.lake(t)
+	defer l.done()
+	for _, tb := range tables {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		got, snaps, err := lakecheck.Replay(ctx, l.cat, "philotes", tb.name, tb.key, tb.cols)
+		cancel()
+		require.NoError(t, err)
+		want := sourceRows(t, s, tb)
+		var missing, extra, differ int
+		for k, v := range want {
+			g, ok := got[k]
+			switch {
+			case !ok:
+				missing++
+				if missing < 3 {
+					t.Logf("missing %s: source %s", k, v)
+				}
+			case g != v:
+				differ++
+				if differ < 3 {
+					t.Logf("differ %s: source %s lake %s", k, v, g)
+				}
+			}
+		}
+		for k, v := range got {
+			if _, ok := want[k]; !ok {
+				extra++
+				if extra < 3 {
+					t.Logf("extra %s: lake %s", k, v)
+				}
+			}
+		}
+		twice := 0
+		for _, n := range snaps {
+			if n > 1 {
+				twice++
+			}
+		}
+		require.Zero(t, missing+extra+differ+twice, "%s: replaying the lake gives %d rows, the source has %d: %d missing, %d extra, %d differ; %d keys have more than one snapshot row",
+			tb.name, len(got), len(want), missing, extra, differ, twice)
+		t.Logf("%s: %d rows replayed from the lake equal the source (%d snapshot rows)", tb.name, len(got), len(snaps))
+	}
+}
+
+// waitBackfillDone waits until every table's backfill is done and everything reached the lake.
+func (s setup) waitBackfillDone(t *testing.T, tables int, timeout time.Duration) {
+	t.Helper()
+	eventually(t, "backfill done and delivered", timeout, func() bool {
+		return s.count(t, `SELECT count(*) FROM philotes.backfill_tables WHERE done_at IS NOT NULL`) == int64(tables) &&
+			s.bufferDepth(t) == 0 && s.count(t, `SELECT count(*) FROM philotes.pending_files`) == 0
+	})
+}
+
+// waitCaughtUp waits until the reader has confirmed everything written at the source so far and the buffer and
+// the committer's queue are empty: every change made before the call is in the lake.
+func (s setup) waitCaughtUp(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, s.srcURL)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	var now int64
+	require.NoError(t, conn.QueryRow(ctx, `SELECT pg_current_wal_lsn() - '0/0'`).Scan(&now))
+	eventually(t, "the reader caught up and everything is in the lake", timeout, func() bool {
+		var confirmed int64
+		err := conn.QueryRow(ctx, `SELECT COALESCE(confirmed_flush_lsn - '0/0', 0) FROM pg_replication_slots WHERE slot_name = $1`, s.name).Scan(&confirmed)
+		return err == nil && confirmed >= now &&
+			s.bufferDepth(t) == 0 && s.count(t, `SELECT count(*) FROM philotes.pending_files`) == 0
+	})
+}
+
+func createBackfillTables(t *testing.T, s setup, tables []backfillTable) {
+	for _, tb := range tables {
+		s.exec(t, tb.ddl)
+		s.exec(t, tb.fill, tb.rows)
+	}
+}
+
+// Existing rows reach the lake while inserts, updates, deletes and key changes run on the same keys: replaying
+// the changelog gives exactly the source's rows.
+func TestBackfillUnderConcurrentChanges(t *testing.T) {
+	s := newSetup(t, "backfill", "SELECT 1")
+	tables := backfillTables(10)
+	createBackfillTables(t, s, tables)
+	stop := make(chan struct{})
+	var once sync.Once
+	stopChurn := func() { once.Do(func() { close(stop) }) }
+	churned := churn(t, s, tables, stop)
+	t.Cleanup(stopChurn)
+	env := []string{"PHILOTES_BACKFILL_CHUNK_ROWS=2000"}
+	w1 := s.start(t, "w1", env)
+	w2 := s.start(t, "w2", env)
+	reader(t, w1, w2)
+	s.waitBackfillDone(t, len(tables), 3*time.Minute)
+	stopChurn()
+	n := churned()
+	t.Logf("%d source statements ran during the backfill", n)
+	s.waitCaughtUp(t, time.Minute)
+	requireReplayEqualsSource(t, s, tables)
+	eventually(t, "the keys recorded during the backfill dropped", 30*time.Second, func() bool {
+		return s.count(t, `SELECT count(*) FROM philotes.backfill_keys`) == 0
+	})
+}
+
+// 1,000,000 existing rows in three tables, concurrent changes, and kill -9 of the reader and of a replica
+// reading chunks, mid-backfill: nothing is lost or doubled.
+func TestBackfillKillNineMidway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1,000,000 rows")
+	}
+	s := newSetup(t, "backfillkill", "SELECT 1")
+	tables := backfillTables(1)
+	createBackfillTables(t, s, tables)
+	stop := make(chan struct{})
+	var once sync.Once
+	stopChurn := func() { once.Do(func() { close(stop) }) }
+	churned := churn(t, s, tables, stop)
+	t.Cleanup(stopChurn)
+	env := []string{"PHILOTES_BACKFILL_CHUNK_ROWS=5000", "PHILOTES_BACKFILL_WORKERS=3"}
+	w1 := s.start(t, "w1", env)
+	w2 := s.start(t, "w2", env)
+	r := reader(t, w1, w2)
+	other := w1
+	if r == w1 {
+		other = w2
+	}
+	progressed := func(min float64) func() bool {
+		return func() bool {
+			return s.count(t, `SELECT count(*) FROM philotes.backfill_chunks WHERE done`) >= int64(min)
+		}
+	}
+	eventually(t, "chunks done", time.Minute, progressed(10))
+	signal(t, r, syscall.SIGKILL)
+	w3 := s.start(t, "w3", env)
+	reader(t, other, w3)
+	eventually(t, "more chunks done", time.Minute, progressed(60))
+	// other is reading chunks (three at a time) when it dies.
+	signal(t, other, syscall.SIGKILL)
+	w4 := s.start(t, "w4", env)
+	reader(t, w3, w4)
+	s.waitBackfillDone(t, len(tables), 5*time.Minute)
+	stopChurn()
+	t.Logf("%d source statements ran during the backfill", churned())
+	s.waitCaughtUp(t, time.Minute)
+	requireReplayEqualsSource(t, s, tables)
+}
