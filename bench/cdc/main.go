@@ -2,7 +2,9 @@
 //
 //  1. reference: pg_recvlogical (pgoutput) drains a slot to /dev/null;
 //  2. slot to buffer: the worker's reader drains a copy of the same slot into the buffer table;
-//  3. buffer to Iceberg: the worker's processors drain the buffer into a file:// warehouse.
+//  3. buffer to Iceberg: the worker's processors drain the buffer into a file:// warehouse;
+//  4. backfill: the same rows, now existing rows of the table, read by the worker's backfill with one and two
+//     worker processes, against COPY (SELECT ...) TO STDOUT (see backfill.go).
 //
 // Phases 1 and 2 run in interleaved rounds, each on its own copy of the slot (same position, same workload), so
 // that a change in machine load hits both alike; medians and each round's ratio are printed. Run it with
@@ -41,8 +43,9 @@ func main() {
 	skipSink := flag.Bool("skip-sink", false, "skip the buffer-to-Iceberg phase")
 	appenders := flag.Int("appenders", 2, "parallel COPY connections of the reader")
 	rounds := flag.Int("rounds", 3, "interleaved rounds of reference and slot-to-buffer")
+	skipBackfill := flag.Bool("skip-backfill", false, "skip the backfill phase")
 	flag.Parse()
-	if err := run(*rows, *txs, *batch, *processors, *appenders, *rounds, *skipSink); err != nil {
+	if err := run(*rows, *txs, *batch, *processors, *appenders, *rounds, *skipSink, *skipBackfill); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -54,7 +57,7 @@ type result struct {
 	cpu     string
 }
 
-func run(rows, txs, batchSize, processors, appenders, rounds int, skipSink bool) error {
+func run(rows, txs, batchSize, processors, appenders, rounds int, skipSink, skipBackfill bool) error {
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	fmt.Printf("workload: %d rows of about 200 bytes in %d transactions; %d interleaved rounds\n", rows, txs, rounds)
@@ -205,7 +208,11 @@ FROM generate_series($1::bigint, $2::bigint) g`, i*per+1, (i+1)*per)
 		fmt.Printf("%-42s %10.2f %12.0f %7.2fx  %s\n", res.name, res.seconds, rate, ref.seconds/res.seconds, res.cpu)
 	}
 	fmt.Println("\nratio = reference time / phase time (1.00x = as fast as pg_recvlogical on the same slot workload)")
-	return nil
+	if skipBackfill {
+		return nil
+	}
+	fmt.Println()
+	return backfillPhase(ctx, srv, src, rows, rounds)
 }
 
 // median returns the result with the median time.

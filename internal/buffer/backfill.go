@@ -310,7 +310,10 @@ func (c *Chunk) ChangedKeys(ctx context.Context, keys [][]byte, lsn uint64) ([]C
 		k.Xid, k.Op = uint64(xid), change.Op(op)
 		return k, err
 	}, "read changed keys", `SELECT key, op, xid FROM philotes.backfill_keys
-WHERE source = $1 AND relation_id = $2 AND (key = ANY($3) OR key IS NULL) AND commit_lsn < $4`,
+WHERE source = $1 AND relation_id = $2 AND key = ANY($3) AND commit_lsn < $4
+UNION ALL
+SELECT key, op, xid FROM philotes.backfill_keys
+WHERE source = $1 AND relation_id = $2 AND key IS NULL AND commit_lsn < $4`,
 		c.lease.b.source, c.RelationID, keys, int64(lsn))
 }
 

@@ -437,9 +437,10 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn, s *streamState
 			return err
 		}
 		now := time.Now()
-		if s.batch.Len() >= r.cfg.BatchSize ||
+		if s.batch.Len() >= r.cfg.BatchSize || s.flushNow ||
 			(!s.firstPending.IsZero() && !now.Before(s.firstPending.Add(r.cfg.FlushInterval))) {
 			submit()
+			s.flushNow = false
 		}
 		if !now.Before(nextTracked) {
 			// Backfills that ended stop the recording of their keys.
@@ -486,6 +487,7 @@ type streamState struct {
 
 	serverEnd      uint64
 	replyRequested bool
+	flushNow       bool
 
 	values []change.Value // scratch for key decoding
 	key    [][]byte
@@ -493,7 +495,11 @@ type streamState struct {
 
 // receive handles messages until the batch is full or ctx's deadline passes (returned as a timeout error).
 func (s *streamState) receive(ctx context.Context, conn *pgconn.PgConn) error {
-	for s.batch.Len() < s.r.cfg.BatchSize && !s.replyRequested {
+	idle := s.firstPending.IsZero()
+	for s.batch.Len() < s.r.cfg.BatchSize && !s.replyRequested && !s.flushNow {
+		if idle && !s.firstPending.IsZero() {
+			return nil // something arrived: the caller sets its flush deadline
+		}
 		msg, err := conn.ReceiveMessage(ctx)
 		if err != nil {
 			return err
@@ -608,6 +614,7 @@ func (s *streamState) handle(ctx context.Context, data []byte, walStart uint64) 
 		}
 		s.batch.AddMark(mark)
 		s.markPending()
+		s.flushNow = true // a backfill chunk waits for it: append it now
 	case 'I', 'U', 'D':
 		rc, err := parseRowChange(data)
 		if err != nil {

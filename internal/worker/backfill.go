@@ -189,10 +189,12 @@ func (b *backfiller) chunk(ctx context.Context, lease *buffer.Lease, conn Backfi
 			return false, nil
 		}
 	}
+	t0 := time.Now()
 	read, err := conn.ReadChunk(ctx, ref, c.KeyColumns, c.Lower, c.Upper)
 	if err != nil {
 		return false, err
 	}
+	tRead := time.Since(t0)
 	if read.Snapshot.Xmin <= c.XidFloor {
 		// A transaction that began before the backfill is still open: a snapshot now might miss a change that
 		// committed before the start mark. Like CREATE INDEX CONCURRENTLY, wait for it to end.
@@ -206,10 +208,12 @@ func (b *backfiller) chunk(ctx context.Context, lease *buffer.Lease, conn Backfi
 	if err := conn.EmitChunkMark(ctx, attempt); err != nil {
 		return false, err
 	}
+	t1 := time.Now()
 	hw, err := b.waitMark(ctx, c, attempt)
 	if err != nil || hw == 0 {
 		return hw == 0 && err == nil, err
 	}
+	tMark := time.Since(t1)
 	changed, err := c.ChangedKeys(ctx, read.Keys, hw)
 	if err != nil {
 		return false, err
@@ -222,10 +226,14 @@ func (b *backfiller) chunk(ctx context.Context, lease *buffer.Lease, conn Backfi
 		}
 		batch.SetRelation(key)
 	}
+	t2 := time.Now()
 	if err := c.Done(ctx, attempt, batch, int64(len(read.Tuples))); err != nil {
 		return false, err
 	}
 	b.metrics.ObserveBackfillChunk(len(read.Tuples), dropped)
+	b.log.LogAttrs(ctx, slog.LevelDebug, "chunk done", slog.String("table", c.Schema+"."+c.Name), slog.Int64("chunk", c.ID),
+		slog.Int("rows", len(read.Tuples)), slog.Int("superseded", dropped), slog.Duration("read", tRead),
+		slog.Duration("mark_wait", tMark), slog.Duration("append", time.Since(t2)), slog.Duration("total", time.Since(t0)))
 	return true, nil
 }
 
@@ -233,14 +241,14 @@ func (b *backfiller) chunk(ctx context.Context, lease *buffer.Lease, conn Backfi
 // within MarkTimeout; the chunk is given back).
 func (b *backfiller) waitMark(ctx context.Context, c *buffer.Chunk, attempt uuid.UUID) (uint64, error) {
 	deadline := time.Now().Add(b.cfg.MarkTimeout)
-	pollEvery := 10 * time.Millisecond
+	pollEvery := 5 * time.Millisecond
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		lsn, ok, err := c.Mark(ctx, attempt)
 		if err != nil || ok {
 			return lsn, err
 		}
 		wait(ctx, pollEvery)
-		pollEvery = min(2*pollEvery, 200*time.Millisecond)
+		pollEvery = min(2*pollEvery, 100*time.Millisecond)
 	}
 	if ctx.Err() == nil {
 		b.log.Warn("the reader did not pass a chunk's high watermark in time: is it running? the chunk is read again",
