@@ -94,6 +94,15 @@ func (b *Batch) SetRelation(key int64) {
 	}
 }
 
+// Tuple returns the new tuple of the i-th change (nil when it has none).
+func (b *Batch) Tuple(i int) []byte {
+	r := &b.rows[i]
+	if r.tupleN < 0 {
+		return nil
+	}
+	return b.arena[r.tupleOff : r.tupleOff+r.tupleN]
+}
+
 // Len is the number of changes in the batch.
 func (b *Batch) Len() int { return len(b.rows) }
 
