@@ -25,6 +25,7 @@ func TestGoldenManifests(t *testing.T) {
 		{"worker-keda-defaults", workerChart, "keda: {enabled: true}\n"},
 		{"worker-readme-scale-to-zero", workerChart, ""},
 		{"worker-scaledjob", workerChart, "keda: {scaledJob: {enabled: true}}\n"},
+		{"worker-backfill-job", workerChart, "database: {existingSecret: db}\nbackfillJob: {enabled: true, tables: [public.orders, public.customers], id: \"2\"}\n"},
 		{"umbrella-dev", umbrellaChart, "@values-dev.yaml"},
 		{"umbrella-production", umbrellaChart, "@values-production.yaml"},
 	}

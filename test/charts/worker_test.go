@@ -126,6 +126,10 @@ func TestZeroAndFalseAreNeverSwallowed(t *testing.T) {
 		r := mustRender(t, workerChart, kedaWith("  prometheus:\n    bufferTrigger: {activationThreshold: 0}\n"))
 		require.Equal(t, "0", metadata(t, triggers(t, r)["buffer"])["activationThreshold"])
 	})
+	t.Run("worker.backfill.workers 0 renders \"0\"", func(t *testing.T) {
+		r := mustRender(t, workerChart, "worker: {backfill: {workers: 0, mode: \"off\"}}\n")
+		require.Equal(t, "0", get(t, r.one(t, "ConfigMap", fullname), "data", "PHILOTES_BACKFILL_WORKERS"))
+	})
 	t.Run("maintenanceIntervalSeconds 0 renders \"0s\" (maintenance off)", func(t *testing.T) {
 		r := mustRender(t, workerChart, "worker: {iceberg: {maintenanceIntervalSeconds: 0}}\n")
 		require.Equal(t, "0s", get(t, r.one(t, "ConfigMap", fullname), "data", "PHILOTES_ICEBERG_MAINTENANCE_INTERVAL"))
@@ -156,7 +160,7 @@ func TestRefusedWithAClearMessage(t *testing.T) {
 	}{
 		{"no trigger enabled", kedaWith("  prometheus: {enabled: false}\n"),
 			[]string{"no trigger is enabled", "keda.postgresql"}},
-		{"all prometheus triggers disabled", kedaWith("  prometheus:\n    lagTrigger: {enabled: false}\n    bufferTrigger: {enabled: false}\n"),
+		{"all prometheus triggers disabled", kedaWith("  prometheus:\n    lagTrigger: {enabled: false}\n    bufferTrigger: {enabled: false}\n    backfillTrigger: {enabled: false}\n"),
 			[]string{"no trigger is enabled"}},
 		{"cpu/memory only with a minimum of 0", kedaWith("  minReplicaCount: 0\n  prometheus: {enabled: false}\n  cpu: {enabled: true}\n  memory: {enabled: true}\n"),
 			[]string{"keda.minReplicaCount is 0 but only cpu/memory triggers", "keda.postgresql"}},
@@ -230,7 +234,7 @@ func TestRefusedWithAClearMessage(t *testing.T) {
 func TestPrometheusTriggersHaveNoMetricName(t *testing.T) {
 	r := mustRender(t, workerChart, kedaWith("  prometheus:\n    throughputTrigger: {enabled: true}\n"))
 	tr := triggers(t, r)
-	require.Len(t, tr, 3)
+	require.Len(t, tr, 4)
 	for n, trig := range tr {
 		require.NotContains(t, metadata(t, trig), "metricName", n)
 		require.NotContains(t, trig, "metricName", n)
@@ -246,6 +250,7 @@ func TestDefaultPromQLIsScopedToTheRelease(t *testing.T) {
 	want := map[string]string{
 		"lag":        "max(philotes_cdc_lag_seconds{" + scope + "})",
 		"buffer":     "max(philotes_buffer_depth{" + scope + "})",
+		"backfill":   "max(philotes_backfill_rows_remaining{" + scope + "})",
 		"throughput": "sum(rate(philotes_buffer_events_processed_total{" + scope + "}[5m]))",
 	}
 	mine, theirs := triggers(t, r), triggers(t, other)
@@ -419,6 +424,7 @@ func TestScaleToZeroMustBeAbleToWake(t *testing.T) {
 		{"postgresql wakes, min 0", kedaWith("  minReplicaCount: 0\n" + pgTrigger), false},
 		{"postgresql wakes, idle 0", kedaWith("  minReplicas: 2\n  idleReplicaCount: 0\n" + pgTrigger), false},
 		{"min 1 never sleeps", kedaWith(""), false},
+		{"overridden backfill query may wake, min 0", kedaWith("  minReplicaCount: 0\n  prometheus:\n    backfillTrigger: {query: 'max(other_metric)'}\n"), false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -461,14 +467,17 @@ func TestDefaultsMatchTheWorkerMetrics(t *testing.T) {
 	r := mustRender(t, workerChart, kedaWith("  prometheus:\n    throughputTrigger: {enabled: true}\n"))
 	tr := triggers(t, r)
 	lag, buf, tp := metadata(t, tr["lag"]), metadata(t, tr["buffer"]), metadata(t, tr["throughput"])
+	bf := metadata(t, tr["backfill"])
 	require.True(t, strings.HasPrefix(lag["query"], "max(philotes_cdc_lag_seconds{"))
 	require.True(t, strings.HasPrefix(buf["query"], "max(philotes_buffer_depth{"))
+	require.True(t, strings.HasPrefix(bf["query"], "max(philotes_backfill_rows_remaining{"))
 	require.True(t, strings.HasPrefix(tp["query"], "sum(rate(philotes_buffer_events_processed_total{"))
-	for _, q := range []string{lag["query"], buf["query"]} {
+	for _, q := range []string{lag["query"], buf["query"], bf["query"]} {
 		require.NotContains(t, q, "sum(")
 	}
 	require.Equal(t, []string{"300", "60"}, []string{lag["threshold"], lag["activationThreshold"]})
 	require.Equal(t, []string{"8000", "1000"}, []string{buf["threshold"], buf["activationThreshold"]})
+	require.Equal(t, []string{"1000000", "0"}, []string{bf["threshold"], bf["activationThreshold"]}, "any running backfill activates")
 	require.Equal(t, "1000", tp["threshold"])
 	require.NotContains(t, tp, "activationThreshold")
 	for _, trig := range tr {
@@ -573,8 +582,8 @@ func TestExtraTriggersAreAppended(t *testing.T) {
       metadata: {timezone: UTC, start: "0 8 * * *", end: "0 18 * * *", desiredReplicas: "2"}
 `))
 	tr := get(t, r.one(t, "ScaledObject", fullname), "spec", "triggers").([]any)
-	require.Len(t, tr, 3)
-	require.Equal(t, "office-hours", tr[2].(map[string]any)["name"])
+	require.Len(t, tr, 4)
+	require.Equal(t, "office-hours", tr[3].(map[string]any)["name"])
 }
 
 // TestDeploymentFollowsTheWorkerContract checks command, env names, port, probes, security context, requests and
@@ -606,7 +615,8 @@ func TestDeploymentFollowsTheWorkerContract(t *testing.T) {
 		"PHILOTES_PROCESSORS", "PHILOTES_BATCH_SIZE", "PHILOTES_ICEBERG_WAREHOUSE", "PHILOTES_ICEBERG_CATALOG_URI",
 		"PHILOTES_ICEBERG_NAMESPACE", "PHILOTES_ICEBERG_COMMIT_INTERVAL", "PHILOTES_ICEBERG_COMMIT_BYTES",
 		"PHILOTES_ICEBERG_MAINTENANCE_INTERVAL", "PHILOTES_ICEBERG_SNAPSHOT_RETENTION", "PHILOTES_ICEBERG_SNAPSHOTS_TO_KEEP",
-		"PHILOTES_ICEBERG_TARGET_FILE_BYTES", "PHILOTES_HTTP_ADDR", "PHILOTES_SHUTDOWN_TIMEOUT", "PHILOTES_LOG_LEVEL"} {
+		"PHILOTES_ICEBERG_TARGET_FILE_BYTES", "PHILOTES_BACKFILL", "PHILOTES_BACKFILL_WORKERS", "PHILOTES_BACKFILL_CHUNK_ROWS",
+		"PHILOTES_BACKFILL_MAX_ROWS_PER_SECOND", "PHILOTES_HTTP_ADDR", "PHILOTES_SHUTDOWN_TIMEOUT", "PHILOTES_LOG_LEVEL"} {
 		require.Contains(t, cm, k)
 	}
 	require.Equal(t, "25s", cm["PHILOTES_SHUTDOWN_TIMEOUT"])

@@ -60,6 +60,44 @@ app.kubernetes.io/part-of: philotes
 {{- end }}
 
 {{/*
+PHILOTES_BACKFILL: auto or off. An unquoted `off` in a values file arrives as false (YAML 1.1) and means off.
+*/}}
+{{- define "philotes-worker.backfillMode" -}}
+{{- $m := .Values.worker.backfill.mode }}
+{{- if or (kindIs "bool" $m) (eq (toString $m) "off") }}off{{ else }}{{ $m }}{{ end }}
+{{- end }}
+
+{{/*
+Name of the backfill Job: <fullname>-backfill-<id>, with the full name shortened so that the id always survives
+within 63 characters (the Job controller puts the name in a label).
+*/}}
+{{- define "philotes-worker.backfillJobName" -}}
+{{- $suffix := printf "-backfill-%s" (include "philotes-worker.num" .Values.backfillJob.id) }}
+{{- printf "%s%s" (include "philotes-worker.fullname" . | trunc (int (sub 63 (len $suffix))) | trimSuffix "-") $suffix }}
+{{- end }}
+
+{{/*
+Pod template metadata of the chart's Jobs (the ScaledJob's drain jobs, the backfill Job). Its name label differs
+from the Deployment's selector, so the Service, the PodDisruptionBudget and the monitors never select job pods.
+Usage: include "philotes-worker.jobPodMetadata" (dict "ctx" $ "component" "drain")
+*/}}
+{{- define "philotes-worker.jobPodMetadata" -}}
+{{- $ctx := .ctx -}}
+labels:
+  app.kubernetes.io/name: {{ include "philotes-worker.name" $ctx }}-{{ .component }}
+  app.kubernetes.io/instance: {{ $ctx.Release.Name }}
+  app.kubernetes.io/component: {{ .component }}
+  app.kubernetes.io/part-of: philotes
+  {{- with $ctx.Values.podLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with $ctx.Values.podAnnotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
 A number as plain decimal text. Values from YAML files arrive as float64 and would print as 1e+06; --set values
 arrive as int64; strings pass through. Usage: include "philotes-worker.num" .Values.some.number
 */}}
@@ -113,7 +151,7 @@ Prometheus trigger whose query was overridden (it may read something other than 
 {{- $k := .Values.keda }}
 {{- $custom := false }}
 {{- if $k.prometheus.enabled }}
-{{- range $t := list $k.prometheus.lagTrigger $k.prometheus.bufferTrigger $k.prometheus.throughputTrigger }}
+{{- range $t := list $k.prometheus.lagTrigger $k.prometheus.bufferTrigger $k.prometheus.backfillTrigger $k.prometheus.throughputTrigger }}
 {{- if and $t.enabled $t.query }}{{ $custom = true }}{{ end }}
 {{- end }}
 {{- end }}
@@ -141,7 +179,7 @@ Label matchers scoping the default PromQL to this release: namespace and pods, p
 
 {{/*
 The query of a Prometheus trigger: the override rendered with tpl, or the default built from metricName.
-Usage: include "philotes-worker.keda.promQuery" (dict "ctx" $ "trigger" $t "kind" "lag|buffer|throughput")
+Usage: include "philotes-worker.keda.promQuery" (dict "ctx" $ "trigger" $t "kind" "lag|buffer|backfill|throughput")
 */}}
 {{- define "philotes-worker.keda.promQuery" -}}
 {{- $t := .trigger }}
@@ -218,7 +256,8 @@ Usage: include "philotes-worker.keda.trigger" (dict "type" "prometheus" "name" "
 {{- end }}
 
 {{/*
-The chart's Prometheus triggers for the Deployment (lag, buffer, throughput), as YAML list items.
+The chart's Prometheus triggers for the Deployment (backfill, buffer, lag, throughput: the dict's key order), as
+YAML list items. The ScaledJob renders only the buffer trigger: its drain jobs do not backfill.
 */}}
 {{- define "philotes-worker.keda.prometheusTriggers" -}}
 {{- $k := .Values.keda }}
@@ -227,7 +266,7 @@ The chart's Prometheus triggers for the Deployment (lag, buffer, throughput), as
 {{- $auth = printf "%s-keda-prometheus" (include "philotes-worker.fullname" .) }}
 {{- end }}
 {{- if $k.prometheus.enabled }}
-{{- range $kind, $t := dict "lag" $k.prometheus.lagTrigger "buffer" $k.prometheus.bufferTrigger "throughput" $k.prometheus.throughputTrigger }}
+{{- range $kind, $t := dict "lag" $k.prometheus.lagTrigger "buffer" $k.prometheus.bufferTrigger "backfill" $k.prometheus.backfillTrigger "throughput" $k.prometheus.throughputTrigger }}
 {{- if $t.enabled }}
 {{- $md := include "philotes-worker.keda.promMetadata" (dict "ctx" $ "trigger" $t "kind" $kind "fallback" $k.fallback.enabled) | fromYaml }}
 {{ include "philotes-worker.keda.trigger" (dict "type" "prometheus" "name" $kind "metadata" $md "authenticationRef" $auth "metricType" "") }}
@@ -351,7 +390,7 @@ per interval), so a lag threshold at or below the interval reads steady traffic 
 {{- end }}
 {{- $triggers := include "philotes-worker.keda.triggers" . | fromYamlArray }}
 {{- if eq (len $triggers) 0 }}
-{{- fail "keda.enabled is true but no trigger is enabled (KEDA rejects an empty trigger list): enable keda.prometheus with lagTrigger/bufferTrigger/throughputTrigger, keda.postgresql, keda.cpu or keda.memory, or add keda.extraTriggers." }}
+{{- fail "keda.enabled is true but no trigger is enabled (KEDA rejects an empty trigger list): enable keda.prometheus with lagTrigger/bufferTrigger/backfillTrigger/throughputTrigger, keda.postgresql, keda.cpu or keda.memory, or add keda.extraTriggers." }}
 {{- end }}
 {{- $other := 0 }}
 {{- range $t := $triggers }}
@@ -385,10 +424,18 @@ per interval), so a lag threshold at or below the interval reads steady traffic 
 {{- fail "keda.scaledJob.enabled needs a trigger: enable keda.prometheus and keda.prometheus.bufferTrigger (buffer depth), or set keda.scaledJob.extraTriggers." }}
 {{- end }}
 {{- end }}
+{{- if $v.backfillJob.enabled }}
+{{- if not $v.backfillJob.tables }}
+{{- fail "backfillJob.enabled is true but backfillJob.tables is empty: list the tables to backfill as schema.table, e.g. backfillJob.tables: [public.orders], or set backfillJob.enabled to false." }}
+{{- end }}
+{{- if not (or $v.database.existingSecret $v.database.sourceUrl) }}
+{{- fail "backfillJob.enabled needs the source database: set database.sourceUrl, or database.existingSecret with the key database.sourceUrlKey (philotes-worker backfill reads the tables from the source)." }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
-Pod spec shared by the Deployment and the ScaledJob.
+Pod spec shared by the Deployment, the ScaledJob and the backfill Job.
 Usage: include "philotes-worker.podSpec" (dict "ctx" $ "args" (list "run") "probes" true)
 */}}
 {{- define "philotes-worker.podSpec" -}}

@@ -38,4 +38,19 @@ Autoscaling: HorizontalPodAutoscaler {{ include "philotes-worker.fullname" . }},
 
 Drain jobs: KEDA ScaledJob {{ include "philotes-worker.fullname" . }}-drain runs `philotes-worker drain`, up to {{ include "philotes-worker.num" .Values.keda.scaledJob.maxReplicaCount }} at once.
 {{- end }}
+{{- if .Values.backfillJob.enabled }}
+{{- $job := include "philotes-worker.backfillJobName" . }}
+
+Backfill: Job {{ $job }} runs `philotes-worker backfill --tables {{ join "," .Values.backfillJob.tables }}`;
+the Deployment's replicas write the rows to the lake.
+  kubectl -n {{ .Release.Namespace }} logs -f job/{{ $job }}
+  Once it has completed, set backfillJob.enabled=false (Helm deletes the Job); change backfillJob.id to run another.
+{{- end }}
+{{- if and (eq (include "philotes-worker.backfillMode" .) "auto") (eq (include "philotes-worker.num" .Values.worker.backfill.workers) "0") (not .Values.worker.noReader) }}
+
+WARNING: worker.backfill.mode is auto but worker.backfill.workers is 0: the reader registers every new table for a
+         backfill, but no replica reads its chunks, so those backfills never finish and
+         philotes_backfill_rows_remaining stays above 0. Set worker.backfill.workers to 1 or more, or
+         worker.backfill.mode to "off".
+{{- end }}
 {{- end }}
