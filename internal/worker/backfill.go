@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -324,7 +323,7 @@ func BackfillTables(ctx context.Context, cfg BackfillConfig, buf BackfillBuffer,
 			switch {
 			case !want[name]:
 			case s.Error != "":
-				failed = append(failed, name+": "+s.Error)
+				failed = append(failed, s.Error)
 			case !s.Done:
 				left++
 			}
@@ -347,8 +346,14 @@ func BackfillTables(ctx context.Context, cfg BackfillConfig, buf BackfillBuffer,
 		return ctx.Err()
 	}
 	if len(failed) > 0 {
-		return fmt.Errorf("%w: %s", source.ErrNotBackfillable, strings.Join(failed, "; "))
+		return refused(strings.Join(failed, "; "))
 	}
 	log.Info("backfill done: the rows are in the buffer, on their way to the lake", "tables", names)
 	return nil
 }
+
+// refused reports the tables a backfill request could not backfill; each reason names its table.
+type refused string
+
+func (r refused) Error() string { return string(r) }
+func (refused) Unwrap() error   { return source.ErrNotBackfillable }

@@ -2,8 +2,10 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -198,8 +200,9 @@ func (s setup) waitCaughtUp(t *testing.T, timeout time.Duration) {
 	conn, err := pgx.Connect(ctx, s.srcURL)
 	require.NoError(t, err)
 	defer conn.Close(ctx)
+	// The insert position: the test server commits asynchronously, so the write position may lag behind it.
 	var now int64
-	require.NoError(t, conn.QueryRow(ctx, `SELECT pg_current_wal_lsn() - '0/0'`).Scan(&now))
+	require.NoError(t, conn.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn() - '0/0'`).Scan(&now))
 	eventually(t, "the reader caught up and everything is in the lake", timeout, func() bool {
 		var confirmed int64
 		err := conn.QueryRow(ctx, `SELECT COALESCE(confirmed_flush_lsn - '0/0', 0) FROM pg_replication_slots WHERE slot_name = $1`, s.name).Scan(&confirmed)
@@ -282,4 +285,52 @@ func TestBackfillKillNineMidway(t *testing.T) {
 	t.Logf("%d source statements ran during the backfill", churned())
 	s.waitCaughtUp(t, time.Minute)
 	requireReplayEqualsSource(t, s, tables)
+}
+
+// With PHILOTES_BACKFILL=off only changes reach the lake; `philotes-worker backfill --tables` copies a table's
+// existing rows on demand and exits 0 once they are read, and refuses, with exit status 2 and the reason, a
+// table without a key and a table that does not exist. Refusing one table does not hold up the others.
+func TestBackfillOnDemand(t *testing.T) {
+	s := newSetup(t, "ondemand", ordersDDL+`;
+		CREATE TABLE nokey (id bigint, v text);
+		INSERT INTO nokey SELECT g, 'v' FROM generate_series(1, 10) g`)
+	insert(t, s, 1, 1000)
+	w := s.start(t, "w1", []string{"PHILOTES_BACKFILL=off"})
+	reader(t, w)
+	insert(t, s, 1001, 1010)
+	l := s.lake(t)
+	defer l.done()
+	s.waitCaughtUp(t, time.Minute)
+	require.Len(t, l.inserts(t, "orders"), 10, "with backfill off, only the changes reach the lake")
+	require.Zero(t, s.count(t, `SELECT count(*) FROM philotes.backfill_tables`))
+
+	run := func(tables string) (int, string) {
+		p := s.start(t, "backfill "+tables, nil, "backfill", "--tables", tables)
+		select {
+		case <-p.done:
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("backfill --tables %s did not exit", tables)
+		}
+		var exit *exec.ExitError
+		if errors.As(p.err, &exit) {
+			return exit.ExitCode(), p.output()
+		}
+		require.NoError(t, p.err)
+		return 0, p.output()
+	}
+	code, out := run("public.orders")
+	require.Equal(t, 0, code, out)
+	s.waitCaughtUp(t, time.Minute)
+	orders := backfillTable{name: "orders", key: []string{"id"}, cols: []string{"customer", "paid", "note"}}
+	requireReplayEqualsSource(t, s, []backfillTable{orders})
+
+	code, out = run("public.nokey,public.orders")
+	require.Equal(t, 2, code, out)
+	require.Contains(t, out, "public.nokey cannot be backfilled: it has no primary key")
+	require.Equal(t, int64(1), s.count(t, `SELECT count(*) FROM philotes.backfill_tables WHERE table_name = 'orders' AND done_at IS NOT NULL AND run = 2`),
+		"the table that can be backfilled was, again")
+
+	code, out = run("public.missing")
+	require.Equal(t, 2, code, out)
+	require.Contains(t, out, "no such table in the source database: public.missing")
 }
