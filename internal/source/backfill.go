@@ -157,8 +157,10 @@ WHERE k.ord <= i.indnkeyatts ORDER BY k.ord`, oid)
 	if _, err := c.query(ctx, fmt.Sprintf("SELECT 1 FROM ONLY %s LIMIT 0", pgx.Identifier{t.Schema, t.Name}.Sanitize())); err != nil {
 		return s, fmt.Errorf("%s.%s %w: %v (grant SELECT on it to the source user)", t.Schema, t.Name, ErrNotBackfillable, err)
 	}
+	// The planner's statistics; a table never analyzed is counted if it is small (64 MiB: a count that takes
+	// about as long as a chunk read), else sized at 100 bytes a row.
 	rows, err = c.query(ctx, `SELECT CASE WHEN reltuples >= 0 THEN reltuples::bigint
-	WHEN pg_relation_size(oid) < 1073741824 THEN -1 ELSE pg_relation_size(oid) / 100 END FROM pg_class WHERE oid = $1`, oid)
+	WHEN pg_relation_size(oid) < 67108864 THEN -1 ELSE pg_relation_size(oid) / 100 END FROM pg_class WHERE oid = $1`, oid)
 	if err != nil || len(rows) != 1 {
 		return s, fmt.Errorf("estimate the size of %s.%s: %w", t.Schema, t.Name, err)
 	}
