@@ -45,14 +45,16 @@ type BackfillTable struct {
 	PlannedTo []string
 }
 
-// RequestBackfill starts (or restarts) the backfill of the given tables. With onlyNew, tables that already had
-// one are left alone: that is the automatic backfill of a table seen for the first time.
+// RequestBackfill starts (or restarts) the backfill of the given tables; a table whose backfill is running keeps
+// it (a request joins it, so a retried request resumes instead of starting over). With onlyNew, tables that
+// already had one are left alone: that is the automatic backfill of a table seen for the first time.
 func (b *Buffer) RequestBackfill(ctx context.Context, tables []change.TableRef, onlyNew bool) (int, error) {
 	n := 0
 	for _, t := range tables {
 		conflict := `DO UPDATE SET schema_name = excluded.schema_name, table_name = excluded.table_name,
 	run = philotes.backfill_tables.run + 1, key_columns = excluded.key_columns, xid_floor = NULL, tracking_from = NULL,
-	planned_to = NULL, planned = false, rows_estimate = 0, rows_done = 0, error = NULL, requested_at = now(), done_at = NULL`
+	planned_to = NULL, planned = false, rows_estimate = 0, rows_done = 0, error = NULL, requested_at = now(), done_at = NULL
+WHERE philotes.backfill_tables.done_at IS NOT NULL OR philotes.backfill_tables.error IS NOT NULL`
 		if onlyNew {
 			conflict = `DO NOTHING`
 		}

@@ -284,7 +284,8 @@ func snapshotBatch(read *source.ChunkRead, changed []buffer.ChangedKey, hw uint6
 	return batch, len(read.Tuples) - batch.Len()
 }
 
-// BackfillTables (re)starts the backfill of the named tables (schema.table), works on it with this process's
+// BackfillTables (re)starts the backfill of the named tables (schema.table; one that is running already is
+// joined, not restarted), works on it with this process's
 // backfill workers, and returns once every one of them is done or has failed: the on-demand backfill, usable as
 // a Kubernetes Job. The replicas' processors write the rows to the lake; the reader must run somewhere.
 func BackfillTables(ctx context.Context, cfg BackfillConfig, buf BackfillBuffer, m BackfillMetrics, names []string, poll time.Duration, log *slog.Logger) error {
