@@ -44,13 +44,21 @@ func backfillTables(scale int) []backfillTable {
 	}
 }
 
-// churn changes, deletes and inserts rows of every table until stop is closed, in small transactions,
-// touching keys all over each table (so inside chunks being read). It returns the statements it ran.
-func churn(t *testing.T, s setup, tables []backfillTable, stop <-chan struct{}) func() int {
+// churn changes, deletes and inserts rows of every table in small transactions, touching keys all over each
+// table (so inside chunks being read), until the returned function stops it and says how many statements ran.
+// A failed test stops it too, before its database goes.
+func churn(t *testing.T, s setup, tables []backfillTable) (stop func() int) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	done := 0
-	t.Cleanup(wg.Wait) // a failed test stops the churn (stop closes) before its database goes
+	quit := make(chan struct{})
+	var once sync.Once
+	stop = func() int {
+		once.Do(func() { close(quit) })
+		wg.Wait()
+		return done
+	}
+	t.Cleanup(func() { stop() })
 	for w := range 3 {
 		wg.Add(1)
 		go func() {
@@ -66,7 +74,7 @@ func churn(t *testing.T, s setup, tables []backfillTable, stop <-chan struct{}) 
 			next := int64(10_000_000 * (w + 1))
 			for {
 				select {
-				case <-stop:
+				case <-quit:
 					return
 				default:
 				}
@@ -107,7 +115,7 @@ func churn(t *testing.T, s setup, tables []backfillTable, stop <-chan struct{}) 
 			}
 		}()
 	}
-	return func() int { wg.Wait(); return done }
+	return stop
 }
 
 // sourceRows reads a table's rows the way lakecheck.Replay renders them.
@@ -218,25 +226,19 @@ func createBackfillTables(t *testing.T, s setup, tables []backfillTable) {
 	}
 }
 
-// Existing rows reach the lake while inserts, updates, deletes and key changes run on the same keys: replaying
+// Existing rows reach the lake while inserts, updates and deletes run on the same keys: replaying
 // the changelog gives exactly the source's rows.
 func TestBackfillUnderConcurrentChanges(t *testing.T) {
 	s := newSetup(t, "backfill", "SELECT 1")
 	tables := backfillTables(10)
 	createBackfillTables(t, s, tables)
-	stop := make(chan struct{})
-	var once sync.Once
-	stopChurn := func() { once.Do(func() { close(stop) }) }
-	churned := churn(t, s, tables, stop)
-	t.Cleanup(stopChurn)
+	stopChurn := churn(t, s, tables)
 	env := []string{"PHILOTES_BACKFILL_CHUNK_ROWS=2000"}
 	w1 := s.start(t, "w1", env)
 	w2 := s.start(t, "w2", env)
 	reader(t, w1, w2)
 	s.waitBackfillDone(t, len(tables), 3*time.Minute)
-	stopChurn()
-	n := churned()
-	t.Logf("%d source statements ran during the backfill", n)
+	t.Logf("%d source statements ran during the backfill", stopChurn())
 	s.waitCaughtUp(t, time.Minute)
 	requireReplayEqualsSource(t, s, tables)
 	eventually(t, "the keys recorded during the backfill dropped", 30*time.Second, func() bool {
@@ -253,11 +255,7 @@ func TestBackfillKillNineMidway(t *testing.T) {
 	s := newSetup(t, "backfillkill", "SELECT 1")
 	tables := backfillTables(1)
 	createBackfillTables(t, s, tables)
-	stop := make(chan struct{})
-	var once sync.Once
-	stopChurn := func() { once.Do(func() { close(stop) }) }
-	churned := churn(t, s, tables, stop)
-	t.Cleanup(stopChurn)
+	stopChurn := churn(t, s, tables)
 	env := []string{"PHILOTES_BACKFILL_CHUNK_ROWS=5000", "PHILOTES_BACKFILL_WORKERS=3"}
 	w1 := s.start(t, "w1", env)
 	w2 := s.start(t, "w2", env)
@@ -281,8 +279,7 @@ func TestBackfillKillNineMidway(t *testing.T) {
 	w4 := s.start(t, "w4", env)
 	reader(t, w3, w4)
 	s.waitBackfillDone(t, len(tables), 5*time.Minute)
-	stopChurn()
-	t.Logf("%d source statements ran during the backfill", churned())
+	t.Logf("%d source statements ran during the backfill", stopChurn())
 	s.waitCaughtUp(t, time.Minute)
 	requireReplayEqualsSource(t, s, tables)
 }
