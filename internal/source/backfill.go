@@ -138,18 +138,12 @@ type BackfillStart struct {
 func (c *BackfillConn) Start(ctx context.Context, t change.TableRef, run int64) (BackfillStart, error) {
 	var s BackfillStart
 	oid := []byte(strconv.FormatUint(uint64(t.RelationID), 10))
-	rows, err := c.query(ctx, `SELECT a.attname FROM (
-	SELECT indrelid, indkey, indnkeyatts FROM pg_index
-	WHERE indrelid = $1 AND (indisprimary OR (indisreplident AND indisunique AND indimmediate))
-	ORDER BY indisprimary DESC LIMIT 1) i
-CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
-JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-WHERE k.ord <= i.indnkeyatts ORDER BY k.ord`, oid)
+	rows, err := c.query(ctx, "SELECT "+keyColumnsSQL("$1::oid"), oid)
 	if err != nil {
 		return s, fmt.Errorf("find the key of %s.%s: %w", t.Schema, t.Name, err)
 	}
-	for _, r := range rows {
-		s.KeyColumns = append(s.KeyColumns, string(r[0]))
+	if k := string(rows[0][0]); k != "" {
+		s.KeyColumns = strings.Split(k, ",")
 	}
 	if len(s.KeyColumns) == 0 {
 		return s, fmt.Errorf("%s.%s %w: it has no primary key (or unique replica identity index) to read it in chunks by; add a primary key, or leave it out of the backfill", t.Schema, t.Name, ErrNotBackfillable)
@@ -177,6 +171,29 @@ WHERE k.ord <= i.indnkeyatts ORDER BY k.ord`, oid)
 		return s, fmt.Errorf("write the backfill start mark for %s.%s: %w", t.Schema, t.Name, err)
 	}
 	return s, nil
+}
+
+// keyColumnsSQL is an expression for the comma-separated key columns of the table whose OID is relid, in
+// index order: its replica identity index when it has one (REPLICA IDENTITY USING INDEX), else its primary key;
+// empty when it has neither. The stream's old keys are the replica identity's columns, so this is also the
+// set of columns pgoutput flags as key in a relation message (for REPLICA IDENTITY DEFAULT or USING INDEX).
+func keyColumnsSQL(relid string) string {
+	return `COALESCE((
+	SELECT string_agg(a.attname, ',' ORDER BY k.ord) FROM (
+		SELECT x.indrelid, x.indkey, x.indnkeyatts FROM pg_index x JOIN pg_class r ON r.oid = x.indrelid
+		WHERE x.indrelid = ` + relid + ` AND (x.indisprimary OR (x.indisreplident AND r.relreplident = 'i'))
+		ORDER BY x.indisreplident AND r.relreplident = 'i' DESC LIMIT 1) i
+	CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+	JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+	WHERE k.ord <= i.indnkeyatts), '')`
+}
+
+// KeyOrder is the order in which a key's columns are encoded (EncodeKey): by name, so that a key reads the same
+// whatever order its columns are listed in (index order for chunks, table order in a relation message).
+func KeyOrder(cols []string) []string {
+	sorted := slices.Clone(cols)
+	slices.Sort(sorted)
+	return sorted
 }
 
 // emit writes a watermark through the slot, then commits a transaction that takes a new transaction ID, so
@@ -333,7 +350,8 @@ type ChunkRead struct {
 	Snapshot Snapshot
 	// Table is the table's schema as pgoutput describes it (the columns a relation message lists).
 	Table change.Table
-	// Tuples are the rows in pgoutput TupleData form; Keys their encoded keys (EncodeKey).
+	// Tuples are the rows in pgoutput TupleData form; Keys their encoded keys (EncodeKey of the key columns in
+	// keyOrder).
 	Tuples [][]byte
 	Keys   [][]byte
 	// At is when the rows were read.
@@ -368,14 +386,16 @@ func (c *BackfillConn) ReadChunk(ctx context.Context, t change.TableRef, keyColu
 		where = "WHERE " + strings.Join(conds, " AND ")
 	}
 	cols := make([]string, len(r.Table.Columns))
-	keyIdx := make([]int, len(keyColumns))
+	keyIdx := make([]int, 0, len(keyColumns))
 	for i, col := range r.Table.Columns {
 		cols[i] = col.Name
-		for k, kc := range keyColumns {
-			if kc == col.Name {
-				keyIdx[k] = i
-			}
+	}
+	for _, kc := range KeyOrder(keyColumns) {
+		i := slices.Index(cols, kc)
+		if i < 0 {
+			return nil, fmt.Errorf("read a chunk of %s.%s: key column %s is not a column of the table any more", t.Schema, t.Name, kc)
 		}
+		keyIdx = append(keyIdx, i)
 	}
 	sql := fmt.Sprintf("SELECT %s FROM ONLY %s %s ORDER BY %s", quoteIdents(cols), pgx.Identifier{t.Schema, t.Name}.Sanitize(),
 		where, quoteIdents(keyColumns))

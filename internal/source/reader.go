@@ -217,14 +217,7 @@ func (r *Reader) session(ctx context.Context) (held bool, err error) {
 // registerBackfills registers the published tables that never had a backfill, with their keys, before the
 // stream starts: every change streamed from here on has its key recorded.
 func (r *Reader) registerBackfills(ctx context.Context, conn *pgconn.PgConn) error {
-	res, err := conn.Exec(ctx, fmt.Sprintf(`SELECT c.oid, n.nspname, c.relname, (
-	SELECT array_to_string(array_agg(a.attname ORDER BY k.ord), ',') FROM (
-		SELECT indrelid, indkey, indnkeyatts FROM pg_index
-		WHERE indrelid = c.oid AND (indisprimary OR (indisreplident AND indisunique AND indimmediate))
-		ORDER BY indisprimary DESC LIMIT 1) i
-	CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
-	JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-	WHERE k.ord <= i.indnkeyatts)
+	res, err := conn.Exec(ctx, fmt.Sprintf(`SELECT c.oid, n.nspname, c.relname, `+keyColumnsSQL("c.oid")+`
 FROM pg_publication_tables p
 JOIN pg_namespace n ON n.nspname = p.schemaname JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
 WHERE p.pubname = %s`, quoteLiteral(r.cfg.Publication))).ReadAll()
@@ -680,13 +673,24 @@ func (s *streamState) register(ctx context.Context, id uint32, t change.Table) e
 	if _, ok := s.tracked[id]; ok {
 		return nil
 	}
-	n, err := s.r.store.RequestBackfill(context.WithoutCancel(ctx), []change.TableRef{{RelationID: id, Schema: t.Schema, Name: t.Name}}, true)
+	// The relation message flags the replica identity's columns: the table's key unless its identity is FULL
+	// (then the backfill's planner chooses the key, and the reader records keys from the start mark on).
+	var key []string
+	for _, c := range t.Columns {
+		if c.Key {
+			key = append(key, c.Name)
+		}
+	}
+	if len(key) == len(t.Columns) {
+		key = nil
+	}
+	n, err := s.r.store.RequestBackfill(context.WithoutCancel(ctx), []change.TableRef{{RelationID: id, Schema: t.Schema, Name: t.Name, Key: key}}, true)
 	if err != nil {
 		return withKind("buffer", err)
 	}
 	if n > 0 {
 		s.r.log.Info("registered a new table for a backfill of its existing rows", "table", t.Schema+"."+t.Name)
-		s.tracked[id] = nil
+		s.tracked[id] = key
 	}
 	return nil
 }
@@ -709,7 +713,7 @@ func (s *streamState) track(relation uint32, cols []string, op change.Op, tuple,
 		}
 		s.values = vals
 		key := s.key[:0]
-		for _, c := range cols {
+		for _, c := range KeyOrder(cols) {
 			i := slices.IndexFunc(t.Columns, func(col change.Column) bool { return col.Name == c })
 			if i < 0 || i >= len(vals) || vals[i].Unchanged {
 				return nil, false, nil // not a full key: the key column is missing or was not sent

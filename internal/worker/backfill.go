@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -156,8 +157,10 @@ func (b *backfiller) plan(ctx context.Context, conn BackfillConn) (bool, error) 
 		if err != nil {
 			return false, err
 		}
-		if len(p.KeyColumns) > 0 {
-			start.KeyColumns = p.KeyColumns // the reader records keys by these since it registered the table
+		if len(p.KeyColumns) > 0 && !slices.Equal(source.KeyOrder(p.KeyColumns), source.KeyOrder(start.KeyColumns)) {
+			// The reader recorded keys by other columns until now (a REPLICA IDENTITY FULL table seen in the
+			// stream): from the start mark on it records these, which is all the placement needs.
+			log.Info("backfill key differs from the registered one", "registered", p.KeyColumns, "key", start.KeyColumns)
 		}
 		if err := p.Started(ctx, start.KeyColumns, start.RowsEstimate, start.XidFloor); err != nil {
 			return false, err
