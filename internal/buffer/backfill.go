@@ -335,18 +335,24 @@ func (c *Chunk) Done(ctx context.Context, attempt uuid.UUID, batch *Batch, rows 
 		_, err = c.tx.Exec(ctx, `DELETE FROM philotes.backfill_marks WHERE attempt = $1 OR (source = $2 AND created_at < now() - interval '1 day')`, attempt, b.source)
 	}
 	if err == nil {
+		// Lock the table's row first: two chunks that finish together then decide one after the other, and the
+		// second (a new statement, a new snapshot) sees the first one's chunk done. Deciding in one statement,
+		// both would see the other's chunk undone, and the table would never be done.
+		_, err = c.tx.Exec(ctx, `SELECT 1 FROM philotes.backfill_tables WHERE source = $1 AND relation_id = $2 FOR UPDATE`, b.source, c.RelationID)
+	}
+	if err == nil {
 		// The table is done when its planning is and no chunk is left; its recorded keys go with it.
 		_, err = c.tx.Exec(ctx, `
 WITH t AS (
 	UPDATE philotes.backfill_tables t SET rows_done = t.rows_done + $4,
 		done_at = CASE WHEN t.planned AND NOT EXISTS (
 			SELECT 1 FROM philotes.backfill_chunks c
-			WHERE c.source = t.source AND c.relation_id = t.relation_id AND c.run = t.run AND NOT c.done AND c.id <> $5)
-		THEN now() END
+			WHERE c.source = t.source AND c.relation_id = t.relation_id AND c.run = t.run AND NOT c.done)
+		THEN now() ELSE t.done_at END
 	WHERE t.source = $1 AND t.relation_id = $2 AND t.run = $3
 	RETURNING done_at)
 DELETE FROM philotes.backfill_keys k USING t
-WHERE t.done_at IS NOT NULL AND k.source = $1 AND k.relation_id = $2`, b.source, c.RelationID, c.Run, rows, c.ID)
+WHERE t.done_at IS NOT NULL AND k.source = $1 AND k.relation_id = $2`, b.source, c.RelationID, c.Run, rows)
 	}
 	if err == nil {
 		err = c.tx.Commit(ctx)

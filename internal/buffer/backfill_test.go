@@ -153,3 +153,52 @@ func TestBackfillLifecycle(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, changed)
 }
+
+// The last two chunks of a table finishing at the same moment on two replicas: the table is done either way.
+// (Deciding "no chunk left" in one statement per chunk, each saw the other's chunk undone.)
+func TestBackfillLastChunksFinishingTogether(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b := testutil.OpenBuffer(t, 12)
+	leases := [2]*buffer.Lease{}
+	for i := range leases {
+		l, err := b.NewLease(ctx)
+		require.NoError(t, err)
+		defer l.Close()
+		leases[i] = l
+	}
+	table := change.TableRef{RelationID: 16500, Schema: "public", Name: "t", Key: []string{"id"}}
+	for run := int64(1); run <= 20; run++ {
+		_, err := b.RequestBackfill(ctx, []change.TableRef{table}, false)
+		require.NoError(t, err)
+		p, err := b.ClaimPlanning(ctx)
+		require.NoError(t, err)
+		require.NoError(t, p.Started(ctx, []string{"id"}, 20, 1))
+		require.NoError(t, p.AddChunks(ctx, [][]string{{"10"}}, true))
+		require.NoError(t, p.Commit(ctx))
+		attempts := [2]uuid.UUID{uuid.New(), uuid.New()}
+		marks := &buffer.Batch{FirstID: 1}
+		marks.AddMark(buffer.Mark{LSN: 10, Relation: 16500, Run: run})
+		for _, a := range attempts {
+			marks.AddMark(buffer.Mark{LSN: 20, Attempt: a})
+		}
+		require.NoError(t, b.Append(ctx, marks))
+		var chunks [2]*buffer.Chunk
+		for i, l := range leases {
+			chunks[i], err = l.ClaimChunk(ctx)
+			require.NoError(t, err)
+			require.NotNil(t, chunks[i])
+		}
+		errs := make(chan error, 2)
+		start := make(chan struct{})
+		for i, c := range chunks {
+			go func() { <-start; errs <- c.Done(ctx, attempts[i], &buffer.Batch{}, 10) }()
+		}
+		close(start)
+		require.NoError(t, <-errs)
+		require.NoError(t, <-errs)
+		statuses, err := b.BackfillStatuses(ctx)
+		require.NoError(t, err)
+		require.True(t, statuses[0].Done, "run %d: both chunks done, the table not", run)
+	}
+}
