@@ -18,7 +18,8 @@ import (
 )
 
 // TestChartWorker installs the real chart with the real worker behind it: the
-// chart's default, scoped Prometheus queries return the worker's metrics
+// chart's default, scoped Prometheus queries (lag, buffer depth, backfill rows
+// remaining) return the worker's metrics
 // through KEDA to the HPA (no FailedGetExternalMetric), and source rows flow
 // through the chart-configured worker (env from the chart's ConfigMap and
 // Secret) until the buffer is empty.
@@ -49,7 +50,7 @@ func TestChartWorker(t *testing.T) {
 	waitScaledObjectReady(t, s, ns, name)
 	waitReady(t, s, ns, name, 1, 90*time.Second)
 
-	eventually(t, 60*time.Second, "the HPA reading both chart queries through KEDA", func(ctx context.Context) error {
+	eventually(t, 60*time.Second, "the HPA reading the chart's three default queries through KEDA", func(ctx context.Context) error {
 		h, err := s.Kube.AutoscalingV2().HorizontalPodAutoscalers(ns).Get(ctx, "keda-hpa-"+name, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -59,8 +60,8 @@ func TestChartWorker(t *testing.T) {
 				return fmt.Errorf("ScalingActive %s: %s: %s", c.Status, c.Reason, c.Message)
 			}
 		}
-		if n := len(h.Status.CurrentMetrics); n != 2 {
-			return fmt.Errorf("%d current metrics, want 2 (lag and buffer)", n)
+		if n := len(h.Status.CurrentMetrics); n != 3 {
+			return fmt.Errorf("%d current metrics, want 3 (lag, buffer and backfill)", n)
 		}
 		return nil
 	})
@@ -84,8 +85,8 @@ func TestChartWorker(t *testing.T) {
 				return err
 			})
 		}
-		if n != 2 {
-			t.Errorf("%d prometheus triggers, want 2 (lag and buffer)", n)
+		if n != 3 {
+			t.Errorf("%d prometheus triggers, want 3 (lag, buffer and backfill)", n)
 		}
 	})
 

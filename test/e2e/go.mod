@@ -3,6 +3,7 @@ module github.com/philotes/philotes-worker/test/e2e
 go 1.26.8
 
 require (
+	github.com/apache/arrow-go/v18 v18.8.0
 	github.com/apache/iceberg-go v0.7.0
 	github.com/jackc/pgx/v5 v5.13.0
 	github.com/philotes/philotes-worker v0.0.0 // the root module, for internal/lakecheck (replaced below)
@@ -15,8 +16,6 @@ require (
 	k8s.io/client-go v0.37.2
 	sigs.k8s.io/yaml v1.6.0
 )
-
-require github.com/apache/arrow-go/v18 v18.8.0 // indirect
 
 require (
 	cloud.google.com/go v0.123.0 // indirect

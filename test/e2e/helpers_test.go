@@ -301,12 +301,21 @@ func createEventsTable(ctx context.Context, c *pgx.Conn, tbl string) error {
 
 // insertRows writes ids from..to into public.<tbl> in one transaction.
 func insertRows(ctx context.Context, c *pgx.Conn, tbl string, from, to int) error {
-	_, err := c.Exec(ctx, `INSERT INTO public.`+tbl+` SELECT g, 'row ' || g || ' ' || repeat('x', 100) FROM generate_series($1::bigint, $2::bigint) g`, from, to)
+	return insertRowsInto(ctx, c, "public."+tbl, from, to)
+}
+
+// insertRowsInto writes ids from..to into the events table qualified
+// (schema.table) in one statement; each row's note is eventNote(id).
+func insertRowsInto(ctx context.Context, c *pgx.Conn, qualified string, from, to int) error {
+	_, err := c.Exec(ctx, `INSERT INTO `+qualified+` SELECT g, 'row ' || g || ' ' || repeat('x', 100) FROM generate_series($1::bigint, $2::bigint) g`, from, to)
 	if err != nil {
-		return fmt.Errorf("insert %s %d..%d: %w", tbl, from, to, err)
+		return fmt.Errorf("insert %s %d..%d: %w", qualified, from, to, err)
 	}
 	return nil
 }
+
+// eventNote is the note insertRowsInto writes for id.
+func eventNote(id int64) string { return fmt.Sprintf("row %d %s", id, strings.Repeat("x", 100)) }
 
 // waitSlot waits until the worker has created its replication slot.
 func waitSlot(t *testing.T, src *pgx.Conn, slot string, timeout time.Duration) {

@@ -7,11 +7,15 @@ import (
 	"database/sql"
 	"fmt"
 	"net"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
 	iceberg "github.com/apache/iceberg-go"
 	sqlcat "github.com/apache/iceberg-go/catalog/sql"
+	"github.com/apache/iceberg-go/table"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 
@@ -89,4 +93,124 @@ func (l lake) exactlyOnce(ctx context.Context, sourceTable string, n int) error 
 		return fmt.Errorf("%s: %w", sourceTable, err)
 	}
 	return nil
+}
+
+// exactlyOnceAllKinds is exactlyOnce counting the rows of every kind, not
+// only inserts: each of ids 1..n of public.<sourceTable> has exactly one
+// row, an insert with the note insertRows wrote, and nothing else is there
+// (a backfill's snapshot copy of a row the stream carried is a second row).
+func (l lake) exactlyOnceAllKinds(ctx context.Context, sourceTable string, n int) error {
+	rows, err := l.rows(ctx, "public_"+sourceTable)
+	if err != nil {
+		return err
+	}
+	want := make(map[int64]string, n)
+	for id := int64(1); id <= int64(n); id++ {
+		want[id] = "insert"
+	}
+	if err := onlyOnce(rows, want); err != nil {
+		return fmt.Errorf("%s: %w", sourceTable, err)
+	}
+	if bad := wrongNotes(rows); bad > 0 {
+		return fmt.Errorf("%s: %d rows with a note the source never had", sourceTable, bad)
+	}
+	return nil
+}
+
+// wrongNotes counts the rows whose note is not the one insertRowsInto wrote
+// for their id.
+func wrongNotes(rows []lakeRow) int {
+	n := 0
+	for _, r := range rows {
+		if r.Note != eventNote(r.ID) {
+			n++
+		}
+	}
+	return n
+}
+
+// lakeRow is one row of a lake table that holds an events table (id, note):
+// the source columns and the kind of change (_op).
+type lakeRow struct {
+	ID       int64
+	Op, Note string
+}
+
+// rows reads every row of the lake table name (<schema>_<table> in the
+// namespace philotes). It fails while the table does not exist.
+func (l lake) rows(ctx context.Context, name string) ([]lakeRow, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	tbl, err := l.cat.LoadTable(ctx, table.Identifier{"philotes", name})
+	if err != nil {
+		return nil, fmt.Errorf("load philotes.%s: %w", name, err)
+	}
+	at, err := tbl.Scan(table.WithSelectedFields("id", "_op", "note")).ToArrowTable(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("scan philotes.%s: %w", name, err)
+	}
+	defer at.Release()
+	idx := func(f string) int { return at.Schema().FieldIndices(f)[0] }
+	idI, opI, noteI := idx("id"), idx("_op"), idx("note")
+	var out []lakeRow
+	rd := array.NewTableReader(at, -1)
+	defer rd.Release()
+	for rd.Next() {
+		rec := rd.RecordBatch()
+		ids, ok := rec.Column(idI).(*array.Int64)
+		if !ok {
+			return nil, fmt.Errorf("philotes.%s: id column %T, want int64", name, rec.Column(idI))
+		}
+		for r := 0; r < int(rec.NumRows()); r++ {
+			out = append(out, lakeRow{ID: ids.Value(r), Op: rec.Column(opI).ValueStr(r), Note: rec.Column(noteI).ValueStr(r)})
+		}
+	}
+	return out, rd.Err()
+}
+
+// onlyOnce is nil when each id of want has exactly one row, of the kind
+// want[id], and no other id has any row. Its error counts each way that
+// fails and names a few ids of each.
+func onlyOnce(rows []lakeRow, want map[int64]string) error {
+	byID := make(map[int64][]string, len(want))
+	for _, r := range rows {
+		byID[r.ID] = append(byID[r.ID], r.Op)
+	}
+	var missing, extra, wrong, unexpected []int64
+	for id, op := range want {
+		switch got := byID[id]; {
+		case len(got) == 0:
+			missing = append(missing, id)
+		case len(got) > 1:
+			extra = append(extra, id)
+		case got[0] != op:
+			wrong = append(wrong, id)
+		}
+	}
+	for id := range byID {
+		if _, ok := want[id]; !ok {
+			unexpected = append(unexpected, id)
+		}
+	}
+	if len(missing)+len(extra)+len(wrong)+len(unexpected) == 0 {
+		return nil
+	}
+	some := func(what string, ids []int64) string {
+		if len(ids) == 0 {
+			return ""
+		}
+		slices.Sort(ids)
+		var b strings.Builder
+		fmt.Fprintf(&b, "; %d %s, e.g.", len(ids), what)
+		for i, id := range ids {
+			if i == 3 {
+				b.WriteString(" ...")
+				break
+			}
+			fmt.Fprintf(&b, " %d %v", id, byID[id])
+		}
+		return b.String()
+	}
+	return fmt.Errorf("of %d ids%s%s%s%s", len(want), some("missing", missing), some("with more than one row", extra),
+		some("with one row of the wrong kind", wrong), some("never written", unexpected))
 }

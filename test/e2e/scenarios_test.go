@@ -6,8 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,10 +38,14 @@ import (
 //   - fallback: with Prometheus stopped the workers hold the chart's fallback
 //     count, never zero, while rows keep arriving; restarted, replicas follow
 //     the load again;
+//   - backfill: a table with existing rows joins the publication; the
+//     backfill of its rows scales the release out through the chart's
+//     backfill trigger and back in once they are read, and each of those
+//     rows is in the lake exactly once, as a snapshot row;
 //   - zero: idle goes to 0 replicas; rows written at zero wake it through the
 //     chart's PostgreSQL trigger;
 //   - loss: every row written in all of the above is in the Iceberg tables
-//     exactly once.
+//     exactly once (the backfilled table's as snapshot rows).
 //
 // Each phase writes e2e-report/scenario-<phase>.csv and .svg.
 func TestScenarios(t *testing.T) {
@@ -62,6 +68,14 @@ func TestScenarios(t *testing.T) {
 		window             = 30 // cooldown phase's scale-down stabilization, seconds
 		cooldownBurst      = 100_000
 		cooldownPerReplica = cooldownBurst / 4.0
+		// Backfill: the existing rows ask for all four replicas (threshold a
+		// quarter of them), and each replica reads at most backfillRate rows a
+		// second, so one replica alone would take a minute: long enough for
+		// the HPA (5 s syncs) to act while the rows are read.
+		backfillRows       = 300_000
+		backfillPerReplica = backfillRows / 4.0
+		backfillRate       = 5_000
+		backfillTable      = "sales.orders" // outside the publication's schema
 	)
 
 	t.Run("lag", func(t *testing.T) {
@@ -213,6 +227,91 @@ func TestScenarios(t *testing.T) {
 		}
 	})
 
+	t.Run("backfill", func(t *testing.T) {
+		sc.upgrade(t, knobs{backfill: backfillPerReplica, backfillRate: backfillRate, window: 10})
+		sc.settle(t)
+		sc.checkTriggers(t, "backfill") // the backfill trigger alone: whatever scales, it does
+		// The tables written above had a backfill each when the reader first saw them (the stream carried
+		// their rows: those backfills must leave them all out, see loss). Start from none running: the gauge
+		// then reads this table alone.
+		sc.waitBackfillsDone(t, 120*time.Second)
+		// The upgrade restarted the pods: wait for the new reader to stream, so that it sees the table in the
+		// stream as it would in a running release, not in the publication when its session starts.
+		sc.waitStreaming(t, 60*time.Second)
+		// Rows that were there before: loaded while the table is outside the publication, so no change of
+		// theirs is in the slot's stream; only a backfill brings them to the lake.
+		sc.load(t, backfillTable, backfillRows)
+		rec := sc.record(t, "backfill", fmt.Sprintf("backfill: %d existing rows, %.0f rows per replica, at most %d rows/s per replica, max %d",
+			backfillRows, backfillPerReplica, backfillRate, scMax))
+		start := time.Now()
+		sc.publish(t, backfillTable, backfillRows+1)
+		took := sc.waitDesiredAbove(t, 1, 120*time.Second)
+		recordReaction(t, "backfill: table published to first scale-out", took)
+		sc.waitBackfillDone(t, backfillTable, 240*time.Second)
+		read := time.Now()
+		recordReaction(t, "backfill: table published to every row read", read.Sub(start))
+		sc.waitCaughtUp(t, 240*time.Second)
+		sc.waitDesiredAtMost(t, 1, 120*time.Second)
+		waitReady(t, sc.s, scNS, scName, 1, 120*time.Second)
+		rec.waitSample(t, "the timeline to record the release back at 1 replica", func(x report.Sample) bool {
+			return x.Desired <= 1 && x.Replicas == 1 && x.Backfill == 0
+		})
+		// Which pods read backfill rows since the table was published (the range keeps the pods scaled in).
+		readers, err := promQuery(t.Context(), sc.s, fmt.Sprintf(`count(increase(philotes_backfill_rows_read_total{namespace="%s"}[%ds]) > 0)`,
+			scNS, int(time.Since(start).Seconds())+1))
+		if err != nil {
+			t.Errorf("pods that read backfill rows: %v", err)
+		}
+		samples := rec.stop(t)
+
+		out, ok := report.FirstAt(samples, start, func(x report.Sample) bool { return x.Desired > 1 })
+		if !ok {
+			t.Fatal("the timeline never shows the HPA asking for more than 1 replica")
+		}
+		var atOut report.Sample
+		for _, x := range samples {
+			if x.At.Equal(out) {
+				atOut = x
+			}
+		}
+		peakRemaining := peakOf(samples, func(x report.Sample) float64 { return x.Backfill })
+		peakRead := peakOf(samples, func(x report.Sample) float64 { return x.HPAValue })
+		peakDesired := peakOf(samples, func(x report.Sample) float64 { return float64(x.Desired) })
+		peakReady := peakOf(samples, func(x report.Sample) float64 { return float64(x.Ready) })
+		back, ok := report.FirstAt(samples, out, func(x report.Sample) bool { return x.Desired <= 1 })
+		if !ok {
+			t.Fatal("the timeline never shows the HPA back at 1 replica")
+		}
+		t.Logf("scale-out at +%s: the HPA read %.0f rows remaining (%.0f per replica) and recommended %d; peak remaining %.0f (sampled), peak read by the HPA %.0f, peak desired %.0f, peak ready %.0f; %.0f pods read backfill rows",
+			out.Sub(start).Round(time.Second), atOut.HPAValue, backfillPerReplica, atOut.Recommended, peakRemaining, peakRead, peakDesired, peakReady, readers)
+		if full, ok := report.FirstAt(samples, start, func(x report.Sample) bool { return float64(x.Ready) >= peakDesired }); ok {
+			recordReaction(t, fmt.Sprintf("backfill: table published to full scale (%.0f ready)", peakDesired), full.Sub(start))
+		}
+		recordReaction(t, "backfill: every row read to desired back at 1", max(back.Sub(read), 0))
+		recordReaction(t, "backfill: table published to desired back at 1", back.Sub(start))
+
+		// The backfill trigger is the only trigger: the scale-out must come from the HPA's reading of the rows
+		// remaining, and ask for what they ask for.
+		if peakRemaining <= backfillPerReplica {
+			t.Errorf("at most %.0f rows remaining sampled, not above the %.0f per replica: the backfill was too small to scale", peakRemaining, backfillPerReplica)
+		}
+		if atOut.Recommended <= 1 || atOut.HPAValue <= backfillPerReplica {
+			t.Errorf("scaled out at +%s with the HPA reading %.0f rows remaining (recommending %d), not above %.0f per replica",
+				out.Sub(start).Round(time.Second), atOut.HPAValue, atOut.Recommended, backfillPerReplica)
+		}
+		want := math.Min(scMax, math.Ceil(peakRead/backfillPerReplica))
+		if peakDesired > want || peakDesired < want-1 {
+			t.Errorf("peak desired replicas %.0f, want ceil(%.0f/%.0f) = %.0f (or one fewer), at most %d", peakDesired, peakRead, backfillPerReplica, want, scMax)
+		}
+		// The replicas KEDA added read chunks too: that is what scaling out on a backfill is for.
+		if peakReady > 1 && readers < 2 {
+			t.Errorf("%.0f pods read backfill rows while %.0f were Ready: the added replicas did not read chunks", readers, peakReady)
+		}
+		// Every existing row arrives once, as a snapshot row; the row the application wrote after publishing
+		// comes through the stream alone (the chunk that read it leaves it out).
+		sc.checkBackfilled(t, backfillTable, backfillRows)
+	})
+
 	t.Run("zero", func(t *testing.T) {
 		// The chart's default wake-up threshold: any unconfirmed WAL.
 		sc.upgrade(t, knobs{buffer: perReplica, window: 10, zero: true})
@@ -263,11 +362,17 @@ func TestScenarios(t *testing.T) {
 			sc.mu.Lock()
 			n := sc.written[tbl]
 			sc.mu.Unlock()
-			if err := sc.lk.exactlyOnce(t.Context(), tbl, n); err != nil {
+			if err := sc.lk.exactlyOnceAllKinds(t.Context(), tbl, n); err != nil {
 				t.Error(err)
 				continue
 			}
 			t.Logf("%s: all %d ids in the lake exactly once", tbl, n)
+		}
+		sc.mu.Lock()
+		backfilled := maps.Clone(sc.backfilled)
+		sc.mu.Unlock()
+		for _, tbl := range slices.Sorted(maps.Keys(backfilled)) {
+			sc.checkBackfilled(t, tbl, backfilled[tbl])
 		}
 	})
 }
@@ -275,16 +380,20 @@ func TestScenarios(t *testing.T) {
 const (
 	scNS, scName = "e2e", "philotes-worker"
 	scSlot       = "philotes_cdc"
+	scPub        = "philotes_pub"
 	scMax        = 4
 	scFallback   = 3
 )
 
 // knobs are what a phase changes in the release's values.
 type knobs struct {
-	lag    float64 // lag trigger threshold in seconds; 0 disables the trigger
-	buffer float64 // buffer trigger threshold in events; 0 disables the trigger
-	window int     // scale-down stabilization window in seconds
-	zero   bool    // minReplicaCount 0 with the PostgreSQL trigger
+	lag      float64 // lag trigger threshold in seconds; 0 disables the trigger
+	buffer   float64 // buffer trigger threshold in events; 0 disables the trigger
+	backfill float64 // backfill trigger threshold in rows remaining; 0 disables the trigger
+	window   int     // scale-down stabilization window in seconds
+	zero     bool    // minReplicaCount 0 with the PostgreSQL trigger
+	// backfillRate caps the backfill rows one replica reads per second; 0: no cap (the chart's default).
+	backfillRate int
 }
 
 // scenarios is the state the phases share: one stack, one release, the
@@ -296,18 +405,27 @@ type scenarios struct {
 	lk        lake
 	warehouse string
 
-	mu      sync.Mutex
-	written map[string]int // source table -> ids 1..n written
-	order   []string       // source tables in the order they were created
+	mu         sync.Mutex
+	written    map[string]int // source table -> ids 1..n written
+	order      []string       // source tables in the order they were created
+	backfilled map[string]int // schema.table -> ids 1..n loaded before it was published (n+1 inserted after)
 }
 
 func newScenarios(t *testing.T) *scenarios {
 	s := startStack(t)
 	startNode(t, s, workerBinary(t))
-	sc := &scenarios{s: s, warehouse: "file://" + filepath.Join(t.TempDir(), "warehouse"), written: map[string]int{}}
+	sc := &scenarios{s: s, warehouse: "file://" + filepath.Join(t.TempDir(), "warehouse"), written: map[string]int{}, backfilled: map[string]int{}}
 	sc.src = connect(t, s, stack.SourceDB)
 	sc.buf = connect(t, s, stack.BufferDB)
 	sc.lk = openLake(t, s, sc.warehouse)
+
+	// The publication, as a DBA would create it before installing: the tables of the public schema, those
+	// there now and those created later. A table of another schema joins it with ALTER PUBLICATION (the
+	// backfill phase). Were it the worker's default FOR ALL TABLES, every row written after the slot was
+	// made would reach the lake through the stream, and no phase could have rows from before.
+	if _, err := sc.src.Exec(t.Context(), `CREATE PUBLICATION `+scPub+` FOR TABLES IN SCHEMA public`); err != nil {
+		t.Fatal(err)
+	}
 
 	// Both Prometheus triggers at first; the phases change them.
 	sc.rel = installChart(t, s, scNS, scName, sc.values(knobs{lag: 5, buffer: 40000, window: 10}))
@@ -322,15 +440,19 @@ func newScenarios(t *testing.T) *scenarios {
 // per claim: about 5k events/s per replica here), and fallback on.
 func (sc *scenarios) values(k knobs) map[string]any {
 	prom := map[string]any{
-		"serverAddress": stack.PrometheusURL,
-		"lagTrigger":    map[string]any{"enabled": false},
-		"bufferTrigger": map[string]any{"enabled": false},
+		"serverAddress":   stack.PrometheusURL,
+		"lagTrigger":      map[string]any{"enabled": false},
+		"bufferTrigger":   map[string]any{"enabled": false},
+		"backfillTrigger": map[string]any{"enabled": false},
 	}
 	if k.lag > 0 {
 		prom["lagTrigger"] = map[string]any{"enabled": true, "threshold": ftoa(k.lag), "activationThreshold": "2"} // above the 1 s commit interval
 	}
 	if k.buffer > 0 {
 		prom["bufferTrigger"] = map[string]any{"enabled": true, "threshold": ftoa(k.buffer), "activationThreshold": "100"}
+	}
+	if k.backfill > 0 {
+		prom["backfillTrigger"] = map[string]any{"enabled": true, "threshold": ftoa(k.backfill)} // the chart's activation: any row left
 	}
 	keda := map[string]any{
 		"enabled":         true,
@@ -350,13 +472,15 @@ func (sc *scenarios) values(k knobs) map[string]any {
 		keda["postgresql"] = chartPostgresTrigger("") // the chart's default wake-up threshold
 	}
 	return realWorkerValues(sc.warehouse, map[string]any{
-		"slot":       scSlot,
-		"processors": 1,
-		"batchSize":  256, // one buffer chunk per claim
+		"slot":        scSlot,
+		"publication": scPub,
+		"processors":  1,
+		"batchSize":   256, // one buffer chunk per claim
 		// Writers commit nothing to Iceberg themselves, so one drains tens of thousands of events a second here:
 		// faster than the HPA (5 s syncs) can see a burst. The cap holds a replica at 5,000 events/s, as slow
 		// object storage would, so that a burst outlasts a few syncs and replicas are what makes it drain faster.
 		"extraEnv": []any{map[string]any{"name": "PHILOTES_PROCESSOR_MAX_EVENTS_PER_SECOND", "value": "5000"}},
+		"backfill": map[string]any{"maxRowsPerSecond": k.backfillRate},
 	}, keda)
 }
 
@@ -407,7 +531,7 @@ func (sc *scenarios) upgrade(t *testing.T, k knobs) {
 	}
 	t.Logf("helm upgrade: %+v", k)
 	metrics := 0
-	for _, on := range []bool{k.lag > 0, k.buffer > 0, k.zero} {
+	for _, on := range []bool{k.lag > 0, k.buffer > 0, k.backfill > 0, k.zero} {
 		if on {
 			metrics++
 		}
@@ -444,6 +568,7 @@ func (sc *scenarios) record(t *testing.T, name, title string) *phaseRecorder {
 		LagQuery:       `max(philotes_cdc_lag_seconds` + scope + `)`,
 		DepthQuery:     `max(philotes_buffer_depth` + scope + `)`,
 		ProcessedQuery: `sum(rate(philotes_buffer_events_processed_total` + scope + `[15s]))`,
+		BackfillQuery:  `max(philotes_backfill_rows_remaining` + scope + `)`,
 	})}
 	t.Cleanup(func() { p.stop(t) })
 	return p
@@ -612,6 +737,186 @@ func (sc *scenarios) waitCaughtUp(t *testing.T, timeout time.Duration) {
 		}
 		return nil
 	})
+}
+
+// checkTriggers checks that the release's ScaledObject has exactly the
+// named triggers, in any order.
+func (sc *scenarios) checkTriggers(t *testing.T, names ...string) {
+	t.Helper()
+	u, err := sc.s.Dynamic.Resource(stack.ScaledObjectGVR).Namespace(scNS).Get(t.Context(), scName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	triggers, _, _ := unstructured.NestedSlice(u.Object, "spec", "triggers")
+	var got []string
+	for _, tr := range triggers {
+		if m, ok := tr.(map[string]any); ok {
+			got = append(got, fmt.Sprint(m["name"]))
+		}
+	}
+	slices.Sort(got)
+	want := slices.Sorted(slices.Values(names))
+	if !slices.Equal(got, want) {
+		t.Fatalf("ScaledObject triggers %v, want %v", got, want)
+	}
+}
+
+// waitStreaming waits until the release runs one pod, Ready and not
+// terminating, and that pod's reader streams from the slot
+// (philotes_cdc_reader_active, set once the session has listed the
+// publication and started replication).
+func (sc *scenarios) waitStreaming(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, "one pod, its reader streaming", func(ctx context.Context) error {
+		pods, err := sc.s.Kube.CoreV1().Pods(scNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + scName})
+		if err != nil {
+			return err
+		}
+		if n := len(pods.Items); n != 1 {
+			return fmt.Errorf("%d pods", n)
+		}
+		p := pods.Items[0]
+		if p.DeletionTimestamp != nil {
+			return fmt.Errorf("pod %s terminating", p.Name)
+		}
+		active, err := promQuery(ctx, sc.s, `max(philotes_cdc_reader_active{namespace="`+scNS+`",pod="`+p.Name+`"})`)
+		if err != nil {
+			return fmt.Errorf("pod %s: %w", p.Name, err)
+		}
+		if active != 1 {
+			return fmt.Errorf("pod %s: reader not streaming", p.Name)
+		}
+		return nil
+	})
+}
+
+// backfillsRunning counts the backfills the release has neither finished
+// nor given up, and describes them.
+func (sc *scenarios) backfillsRunning(ctx context.Context) (int, string, error) {
+	rows, err := sc.buf.Query(ctx, `SELECT schema_name || '.' || table_name || ' run ' || run || ': ' || rows_done || ' of about ' || rows_estimate || ' rows read'
+FROM philotes.backfill_tables WHERE source = $1 AND done_at IS NULL AND error IS NULL ORDER BY 1`, scSlot)
+	if err != nil {
+		return 0, "", err
+	}
+	running, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	return len(running), strings.Join(running, "; "), err
+}
+
+// waitBackfillsDone waits until no backfill runs.
+func (sc *scenarios) waitBackfillsDone(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, "no backfill running", func(ctx context.Context) error {
+		n, which, err := sc.backfillsRunning(ctx)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("%d running: %s", n, which)
+		}
+		return nil
+	})
+}
+
+// waitBackfillDone waits until the backfill of qualified (schema.table) has
+// read every row; a backfill that gave up fails the test at once.
+func (sc *scenarios) waitBackfillDone(t *testing.T, qualified string, timeout time.Duration) {
+	t.Helper()
+	schema, name, _ := strings.Cut(qualified, ".")
+	var failed string
+	eventually(t, timeout, "the backfill of "+qualified+" done", func(ctx context.Context) error {
+		var done bool
+		var runs, rowsDone, estimate int64
+		err := sc.buf.QueryRow(ctx, `SELECT done_at IS NOT NULL, COALESCE(error, ''), run, rows_done, rows_estimate
+FROM philotes.backfill_tables WHERE source = $1 AND schema_name = $2 AND table_name = $3`, scSlot, schema, name).Scan(&done, &failed, &runs, &rowsDone, &estimate)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return errors.New("not registered")
+		case err != nil:
+			return err
+		case failed != "":
+			return nil
+		case !done:
+			return fmt.Errorf("run %d: %d of about %d rows read", runs, rowsDone, estimate)
+		}
+		t.Logf("backfill of %s: run %d, %d rows read (estimate %d)", qualified, runs, rowsDone, estimate)
+		return nil
+	})
+	if failed != "" {
+		t.Fatalf("the backfill of %s gave up: %s", qualified, failed)
+	}
+}
+
+// load creates the events table qualified (schema.table, its schema too)
+// and writes ids 1..n into it in one statement: a table that has rows
+// before the worker knows of it.
+func (sc *scenarios) load(t *testing.T, qualified string, n int) {
+	t.Helper()
+	schema, _, _ := strings.Cut(qualified, ".")
+	if _, err := sc.src.Exec(t.Context(), `CREATE SCHEMA IF NOT EXISTS `+schema); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sc.src.Exec(t.Context(), `CREATE TABLE `+qualified+` (id bigint PRIMARY KEY, note text NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := insertRowsInto(t.Context(), sc.src, qualified, 1, n); err != nil {
+		t.Fatal(err)
+	}
+	var published bool
+	if err := sc.src.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname || '.' || tablename = $2)`,
+		scPub, qualified).Scan(&published); err != nil {
+		t.Fatal(err)
+	}
+	if published {
+		t.Fatalf("%s is in publication %s already: its rows went through the stream, not a backfill", qualified, scPub)
+	}
+	sc.mu.Lock()
+	sc.backfilled[qualified] = n
+	sc.mu.Unlock()
+	t.Logf("loaded %s ids 1..%d outside publication %s", qualified, n, scPub)
+}
+
+// publish adds qualified to the release's publication, as a user starting
+// to capture an existing table would, and then writes id as the
+// application's first change to it: the reader sees the table with that
+// change (it lists the publication only when its session starts) and
+// registers it for a backfill.
+func (sc *scenarios) publish(t *testing.T, qualified string, id int) {
+	t.Helper()
+	if _, err := sc.src.Exec(t.Context(), `ALTER PUBLICATION `+scPub+` ADD TABLE `+qualified); err != nil {
+		t.Fatal(err)
+	}
+	if err := insertRowsInto(t.Context(), sc.src, qualified, id, id); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("added %s to publication %s, then inserted id %d", qualified, scPub, id)
+}
+
+// checkBackfilled checks the lake table of qualified (schema.table) after
+// a backfill of its ids 1..n and one insert of id n+1 after it was
+// published: ids 1..n have one row each, a snapshot row with the source's
+// note, id n+1 has one insert row, and nothing else is there.
+func (sc *scenarios) checkBackfilled(t *testing.T, qualified string, n int) {
+	t.Helper()
+	rows, err := sc.lk.rows(t.Context(), strings.Replace(qualified, ".", "_", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make(map[int64]string, n+1)
+	for id := int64(1); id <= int64(n); id++ {
+		want[id] = "snapshot"
+	}
+	want[int64(n)+1] = "insert"
+	err = onlyOnce(rows, want)
+	if err != nil {
+		t.Errorf("%s in the lake: %v", qualified, err)
+	}
+	wrong := wrongNotes(rows)
+	if wrong > 0 {
+		t.Errorf("%s: %d rows with a note the source never had", qualified, wrong)
+	}
+	if err == nil && wrong == 0 {
+		t.Logf("%s: ids 1..%d in the lake once each as snapshot rows with the source's values, id %d once as an insert", qualified, n, n+1)
+	}
 }
 
 // hpaDesired is the desired replica count of the HPA KEDA made.

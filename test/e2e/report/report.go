@@ -1,8 +1,9 @@
 // Package report records a scenario's timeline: once per interval it samples
 // the Deployment's replicas, the desired replicas of the HPA that KEDA made
-// and the recommendation behind them, and the worker's lag, buffer depth and
-// throughput from Prometheus, and writes them as CSV (time, replicas, ready,
-// desired, recommended, lag, depth, processed).
+// and the recommendation behind them, and the worker's lag, buffer depth,
+// throughput and backfill rows remaining from Prometheus, and writes them as
+// CSV (time, replicas, ready, desired, recommended, lag, depth, processed,
+// backfill).
 package report
 
 import (
@@ -39,6 +40,7 @@ type Sample struct {
 	Lag       float64
 	Depth     float64
 	Processed float64 // events/s committed by the whole release
+	Backfill  float64 // rows running backfills have yet to read from the source
 }
 
 // Query runs an instant PromQL query with a single result.
@@ -54,7 +56,7 @@ type Config struct {
 	HPA      string
 	Interval time.Duration // default 1s
 	// Queries; defaults aggregate the worker's metrics as the interface says.
-	LagQuery, DepthQuery, ProcessedQuery string
+	LagQuery, DepthQuery, ProcessedQuery, BackfillQuery string
 }
 
 // Recorder samples until Stop.
@@ -80,6 +82,9 @@ func Start(cfg Config) *Recorder {
 	if cfg.ProcessedQuery == "" {
 		cfg.ProcessedQuery = "sum(rate(philotes_buffer_events_processed_total[15s]))"
 	}
+	if cfg.BackfillQuery == "" {
+		cfg.BackfillQuery = "max(philotes_backfill_rows_remaining)" // every replica reports the same value
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Recorder{cfg: cfg, cancel: cancel, done: make(chan struct{})}
 	go r.run(ctx)
@@ -103,7 +108,7 @@ func (r *Recorder) run(ctx context.Context) {
 func (r *Recorder) sample(parent context.Context) {
 	ctx, cancel := context.WithTimeout(parent, r.cfg.Interval)
 	defer cancel()
-	s := Sample{At: time.Now(), Lag: math.NaN(), Depth: math.NaN(), Processed: math.NaN(), HPAValue: math.NaN()}
+	s := Sample{At: time.Now(), Lag: math.NaN(), Depth: math.NaN(), Processed: math.NaN(), Backfill: math.NaN(), HPAValue: math.NaN()}
 	d, err := r.cfg.Kube.AppsV1().Deployments(r.cfg.Namespace).Get(ctx, r.cfg.Deployment, metav1.GetOptions{})
 	if err != nil {
 		return // no replica count: a gap, not a false zero
@@ -115,7 +120,7 @@ func (r *Recorder) sample(parent context.Context) {
 			s.Recommended, s.HPAValue = recommendation(h)
 		}
 	}
-	for q, dst := range map[string]*float64{r.cfg.LagQuery: &s.Lag, r.cfg.DepthQuery: &s.Depth, r.cfg.ProcessedQuery: &s.Processed} {
+	for q, dst := range map[string]*float64{r.cfg.LagQuery: &s.Lag, r.cfg.DepthQuery: &s.Depth, r.cfg.ProcessedQuery: &s.Processed, r.cfg.BackfillQuery: &s.Backfill} {
 		if v, err := r.cfg.Query(ctx, q); err == nil {
 			*dst = v
 		}
@@ -162,7 +167,7 @@ func WriteCSV(path string, samples []Sample) error {
 		return fmt.Errorf("create %s: %w", path, err)
 	}
 	w := csv.NewWriter(f)
-	_ = w.Write([]string{"seconds", "time", "replicas", "ready", "desired", "recommended", "hpa_value", "lag_seconds", "depth", "processed_per_second"})
+	_ = w.Write([]string{"seconds", "time", "replicas", "ready", "desired", "recommended", "hpa_value", "lag_seconds", "depth", "processed_per_second", "backfill_rows_remaining"})
 	var t0 time.Time
 	if len(samples) > 0 {
 		t0 = samples[0].At
@@ -172,7 +177,7 @@ func WriteCSV(path string, samples []Sample) error {
 			strconv.FormatFloat(s.At.Sub(t0).Seconds(), 'f', 1, 64),
 			s.At.UTC().Format(time.RFC3339Nano),
 			strconv.Itoa(int(s.Replicas)), strconv.Itoa(int(s.Ready)), strconv.Itoa(int(s.Desired)), strconv.Itoa(int(s.Recommended)), formatFloat(s.HPAValue),
-			formatFloat(s.Lag), formatFloat(s.Depth), formatFloat(s.Processed),
+			formatFloat(s.Lag), formatFloat(s.Depth), formatFloat(s.Processed), formatFloat(s.Backfill),
 		})
 	}
 	w.Flush()

@@ -16,9 +16,9 @@ import (
 func TestWriteCSVAndFirstAt(t *testing.T) {
 	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	samples := []Sample{
-		{At: t0, Replicas: 1, Ready: 1, Desired: 1, Lag: 0, Depth: 0, Processed: math.NaN(), HPAValue: math.NaN()},
-		{At: t0.Add(time.Second), Replicas: 1, Ready: 1, Desired: 4, Recommended: 4, HPAValue: 350, Lag: 12.5, Depth: 350, Processed: 10},
-		{At: t0.Add(2 * time.Second), Replicas: 4, Ready: 2, Desired: 4, Recommended: 1, HPAValue: 100, Lag: 3, Depth: 100, Processed: 80},
+		{At: t0, Replicas: 1, Ready: 1, Desired: 1, Lag: 0, Depth: 0, Processed: math.NaN(), Backfill: math.NaN(), HPAValue: math.NaN()},
+		{At: t0.Add(time.Second), Replicas: 1, Ready: 1, Desired: 4, Recommended: 4, HPAValue: 350, Lag: 12.5, Depth: 350, Processed: 10, Backfill: 300000},
+		{At: t0.Add(2 * time.Second), Replicas: 4, Ready: 2, Desired: 4, Recommended: 1, HPAValue: 100, Lag: 3, Depth: 100, Processed: 80, Backfill: 0},
 	}
 	path := filepath.Join(t.TempDir(), "sub", "timeline.csv")
 	if err := WriteCSV(path, samples); err != nil {
@@ -34,10 +34,10 @@ func TestWriteCSVAndFirstAt(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := [][]string{
-		{"seconds", "time", "replicas", "ready", "desired", "recommended", "hpa_value", "lag_seconds", "depth", "processed_per_second"},
-		{"0.0", "2026-11-27T12:00:00Z", "1", "1", "1", "0", "", "0", "0", ""},
-		{"1.0", "2026-11-27T12:00:01Z", "1", "1", "4", "4", "350", "12.5", "350", "10"},
-		{"2.0", "2026-11-27T12:00:02Z", "4", "2", "4", "1", "100", "3", "100", "80"},
+		{"seconds", "time", "replicas", "ready", "desired", "recommended", "hpa_value", "lag_seconds", "depth", "processed_per_second", "backfill_rows_remaining"},
+		{"0.0", "2026-11-27T12:00:00Z", "1", "1", "1", "0", "", "0", "0", "", ""},
+		{"1.0", "2026-11-27T12:00:01Z", "1", "1", "4", "4", "350", "12.5", "350", "10", "300000"},
+		{"2.0", "2026-11-27T12:00:02Z", "4", "2", "4", "1", "100", "3", "100", "80", "0"},
 	}
 	if len(rows) != len(want) {
 		t.Fatalf("%d rows, want %d: %v", len(rows), len(want), rows)
@@ -75,8 +75,8 @@ func TestWriteCSVAndFirstAt(t *testing.T) {
 func TestWriteSVG(t *testing.T) {
 	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	samples := []Sample{
-		{At: t0, Replicas: 1, Ready: 1, Desired: 1, Lag: math.NaN(), Depth: 0, Processed: math.NaN()},
-		{At: t0.Add(time.Second), Replicas: 4, Ready: 2, Desired: 4, Lag: 3, Depth: 350, Processed: 80},
+		{At: t0, Replicas: 1, Ready: 1, Desired: 1, Lag: math.NaN(), Depth: 0, Processed: math.NaN(), Backfill: 300000},
+		{At: t0.Add(time.Second), Replicas: 4, Ready: 2, Desired: 4, Lag: 3, Depth: 350, Processed: 80, Backfill: 0},
 	}
 	path := filepath.Join(t.TempDir(), "t.svg")
 	if err := WriteSVG(path, "a <test>", samples); err != nil {
@@ -95,8 +95,8 @@ func TestWriteSVG(t *testing.T) {
 	if err := xml.Unmarshal(b, &doc); err != nil {
 		t.Fatalf("not well-formed XML: %v", err)
 	}
-	if doc.XMLName.Local != "svg" || len(doc.Lines) != 7 {
-		t.Fatalf("root %q with %d polylines, want svg with 7 (replicas, ready, desired, recommended, depth, lag, events/s)", doc.XMLName.Local, len(doc.Lines))
+	if doc.XMLName.Local != "svg" || len(doc.Lines) != 8 {
+		t.Fatalf("root %q with %d polylines, want svg with 8 (replicas, ready, desired, recommended, depth, lag, events/s, backfill)", doc.XMLName.Local, len(doc.Lines))
 	}
 }
 

@@ -16,7 +16,8 @@ type series struct {
 }
 
 // WriteSVG draws the timeline as stacked panels sharing the time axis:
-// replicas (actual, ready, desired, the recommendation behind desired), buffer depth, lag and events/s.
+// replicas (actual, ready, desired, the recommendation behind desired), buffer depth, lag, events/s and the
+// backfill's rows remaining.
 func WriteSVG(path, title string, samples []Sample) error {
 	const w, panelH, left, right, top, gap = 900.0, 130.0, 70.0, 20.0, 40.0, 36.0
 	panels := []struct {
@@ -32,6 +33,7 @@ func WriteSVG(path, title string, samples []Sample) error {
 		{"buffer depth (events)", []series{{"depth", "#9467bd", func(s Sample) float64 { return s.Depth }}}},
 		{"lag (seconds)", []series{{"lag", "#ff7f0e", func(s Sample) float64 { return s.Lag }}}},
 		{"throughput (events/s)", []series{{"events/s", "#17becf", func(s Sample) float64 { return s.Processed }}}},
+		{"backfill (rows remaining)", []series{{"remaining", "#8c564b", func(s Sample) float64 { return s.Backfill }}}},
 	}
 	h := top + float64(len(panels))*(panelH+gap) + 20
 	var b strings.Builder
