@@ -143,7 +143,7 @@ func (c *BackfillConn) Start(ctx context.Context, t change.TableRef, run int64) 
 		return s, fmt.Errorf("find the key of %s.%s: %w", t.Schema, t.Name, err)
 	}
 	if k := string(rows[0][0]); k != "" {
-		s.KeyColumns = strings.Split(k, ",")
+		s.KeyColumns = strings.Split(k, keySeparator)
 	}
 	if len(s.KeyColumns) == 0 {
 		return s, fmt.Errorf("%s.%s %w: it has no primary key (or unique replica identity index) to read it in chunks by; add a primary key, or leave it out of the backfill", t.Schema, t.Name, ErrNotBackfillable)
@@ -173,13 +173,16 @@ func (c *BackfillConn) Start(ctx context.Context, t change.TableRef, run int64) 
 	return s, nil
 }
 
-// keyColumnsSQL is an expression for the comma-separated key columns of the table whose OID is relid, in
+// keySeparator separates the key columns keyColumnsSQL lists (a character no sane column name holds).
+const keySeparator = "\x1f"
+
+// keyColumnsSQL is an expression for the key columns of the table whose OID is relid, joined by keySeparator, in
 // index order: its replica identity index when it has one (REPLICA IDENTITY USING INDEX), else its primary key;
 // empty when it has neither. The stream's old keys are the replica identity's columns, so this is also the
 // set of columns pgoutput flags as key in a relation message (for REPLICA IDENTITY DEFAULT or USING INDEX).
 func keyColumnsSQL(relid string) string {
 	return `COALESCE((
-	SELECT string_agg(a.attname, ',' ORDER BY k.ord) FROM (
+	SELECT string_agg(a.attname, chr(31) ORDER BY k.ord) FROM (
 		SELECT x.indrelid, x.indkey, x.indnkeyatts FROM pg_index x JOIN pg_class r ON r.oid = x.indrelid
 		WHERE x.indrelid = ` + relid + ` AND (x.indisprimary OR (x.indisreplident AND r.relreplident = 'i'))
 		ORDER BY x.indisreplident AND r.relreplident = 'i' DESC LIMIT 1) i

@@ -231,10 +231,8 @@ WHERE p.pubname = %s`, quoteLiteral(r.cfg.Publication))).ReadAll()
 		if r.cfg.Skip != nil && r.cfg.Skip(t.Schema, t.Name) {
 			continue
 		}
-		// Key column names are identifiers: a comma inside one would need quoting, and such a table is
-		// planned with its key read again.
-		if k := string(row[3]); k != "" && !strings.Contains(k, `"`) {
-			t.Key = strings.Split(k, ",")
+		if k := string(row[3]); k != "" {
+			t.Key = strings.Split(k, keySeparator)
 		}
 		tables = append(tables, t)
 	}

@@ -103,29 +103,28 @@ func (b *backfiller) loop(ctx context.Context, idle func() bool) error {
 	return nil
 }
 
-// session holds a lease and a source connection and works with them until an error.
+// session holds a lease and works with it until an error. It connects to the source only while there is
+// backfill work, so idle replicas hold no source connection.
 func (b *backfiller) session(ctx context.Context, idle func() bool) error {
 	lease, err := b.buf.NewLease(ctx)
 	if err != nil {
 		return err
 	}
 	defer lease.Close()
-	conn, err := b.cfg.Connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
+	src := &lazyConn{connect: b.cfg.Connect}
+	defer src.close()
 	for ctx.Err() == nil {
-		worked, err := b.plan(ctx, conn)
+		worked, err := b.plan(ctx, src)
 		if err != nil {
 			return err
 		}
 		if !worked {
-			if worked, err = b.chunk(ctx, lease, conn); err != nil {
+			if worked, err = b.chunk(ctx, lease, src); err != nil {
 				return err
 			}
 		}
 		if !worked {
+			src.close()
 			if idle != nil && idle() {
 				return nil
 			}
@@ -135,13 +134,41 @@ func (b *backfiller) session(ctx context.Context, idle func() bool) error {
 	return nil
 }
 
+// lazyConn opens the source connection on first use.
+type lazyConn struct {
+	connect func(context.Context) (BackfillConn, error)
+	conn    BackfillConn
+}
+
+func (l *lazyConn) get(ctx context.Context) (BackfillConn, error) {
+	if l.conn == nil {
+		c, err := l.connect(ctx)
+		if err != nil {
+			return nil, err
+		}
+		l.conn = c
+	}
+	return l.conn, nil
+}
+
+func (l *lazyConn) close() {
+	if l.conn != nil {
+		l.conn.Close()
+		l.conn = nil
+	}
+}
+
 // plan takes one planning step for a table that needs one.
-func (b *backfiller) plan(ctx context.Context, conn BackfillConn) (bool, error) {
+func (b *backfiller) plan(ctx context.Context, src *lazyConn) (bool, error) {
 	p, err := b.buf.ClaimPlanning(ctx)
 	if err != nil || p == nil {
 		return false, err
 	}
 	defer p.Rollback()
+	conn, err := src.get(ctx)
+	if err != nil {
+		return false, err
+	}
 	ref := change.TableRef{RelationID: p.RelationID, Schema: p.Schema, Name: p.Name}
 	log := b.log.With("table", p.Schema+"."+p.Name)
 	if p.XidFloor == 0 {
@@ -179,12 +206,16 @@ func (b *backfiller) plan(ctx context.Context, conn BackfillConn) (bool, error) 
 }
 
 // chunk reads one chunk into the buffer.
-func (b *backfiller) chunk(ctx context.Context, lease *buffer.Lease, conn BackfillConn) (bool, error) {
+func (b *backfiller) chunk(ctx context.Context, lease *buffer.Lease, src *lazyConn) (bool, error) {
 	c, err := lease.ClaimChunk(ctx)
 	if err != nil || c == nil {
 		return false, err
 	}
 	defer c.Release()
+	conn, err := src.get(ctx)
+	if err != nil {
+		return false, err
+	}
 	ref := change.TableRef{RelationID: c.RelationID, Schema: c.Schema, Name: c.Name}
 	if b.limit != nil {
 		if err := b.limit.WaitN(ctx, b.cfg.ChunkRows); err != nil {

@@ -335,16 +335,16 @@ func TestBackfillOnDemand(t *testing.T) {
 // A table with rows joins the publication while the worker runs: the reader sees it with the application's first
 // write to it. Its existing rows arrive once each as snapshot rows, and the rows the stream carries arrive once
 // each as inserts, with no snapshot copy: the reader records the keys it streams from the moment it sees the
-// table.
+// table. The key is composite, in another order than the table's columns, and one of its names holds a comma.
 func TestBackfillTableJoinsThePublication(t *testing.T) {
 	s := newSetup(t, "joins", ordersDDL+`;
-		CREATE TABLE late (id bigint PRIMARY KEY, v text);
-		INSERT INTO late SELECT g, 'existing' FROM generate_series(1, 5000) g`)
+		CREATE TABLE late (v text, "part, 2" int, id bigint, PRIMARY KEY (id, "part, 2"));
+		INSERT INTO late SELECT 'existing', 7, g FROM generate_series(1, 5000) g`)
 	w := s.start(t, "w1", []string{"PHILOTES_TABLES=public.orders", "PHILOTES_BACKFILL_CHUNK_ROWS=500"})
 	reader(t, w)
 	s.exec(t, `ALTER PUBLICATION `+s.name+`_pub ADD TABLE late`)
 	for id := 5001; id <= 5100; id++ {
-		s.exec(t, `INSERT INTO late VALUES ($1, 'streamed')`, id)
+		s.exec(t, `INSERT INTO late VALUES ('streamed', 7, $1)`, id)
 	}
 	eventually(t, "the backfill of late done", time.Minute, func() bool {
 		return s.count(t, `SELECT count(*) FROM philotes.backfill_tables WHERE table_name = 'late' AND done_at IS NOT NULL`) == 1
@@ -354,12 +354,12 @@ func TestBackfillTableJoinsThePublication(t *testing.T) {
 	defer l.done()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	rows, snaps, err := lakecheck.Replay(ctx, l.cat, "philotes", "late", []string{"id"}, []string{"v"})
+	rows, snaps, err := lakecheck.Replay(ctx, l.cat, "philotes", "late", []string{"id", "part, 2"}, []string{"v"})
 	require.NoError(t, err)
 	require.Len(t, rows, 5100)
 	inserts := l.inserts(t, "late")
 	for id := 1; id <= 5100; id++ {
-		k := fmt.Sprint(id)
+		k := fmt.Sprint(id) + "|7"
 		if id <= 5000 {
 			require.Equal(t, 1, snaps[k], "existing row %d: one snapshot row", id)
 			require.Zero(t, inserts[int64(id)], "existing row %d was never inserted through the stream", id)
