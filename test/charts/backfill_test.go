@@ -217,10 +217,7 @@ func TestBackfillJob(t *testing.T) {
 // TestBackfillRefusals checks that backfill values that cannot work are refused: by the chart with a message
 // naming the value and the fix, or by the values schema.
 func TestBackfillRefusals(t *testing.T) {
-	cases := []struct {
-		name, values string
-		want         []string
-	}{
+	cases := []refusal{
 		{"job without tables", "database: {sourceUrl: x}\nbackfillJob: {enabled: true}\n",
 			[]string{"backfillJob.enabled is true but backfillJob.tables is empty", "backfillJob.tables: [public.orders]"}},
 		{"job with an empty table list", "database: {sourceUrl: x}\nbackfillJob: {enabled: true, tables: []}\n",
@@ -246,14 +243,7 @@ func TestBackfillRefusals(t *testing.T) {
 		{"schema: unknown key under backfillJob", "backfillJob: {table: [public.orders]}\n", []string{"table"}},
 		{"schema: backfill threshold not a number", kedaWith("  prometheus:\n    backfillTrigger: {threshold: 1M}\n"), []string{"threshold"}},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			err := renderErr(t, workerChart, tc.values)
-			for _, w := range tc.want {
-				require.Contains(t, err.Error(), w)
-			}
-		})
-	}
+	requireRefused(t, "", cases)
 }
 
 // TestBackfillWithoutReadersIsWarned checks the install notes' warning for automatic backfills that no replica

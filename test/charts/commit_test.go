@@ -57,10 +57,7 @@ worker:
 // interval, so a lag trigger whose threshold or activation is not above worker.iceberg.commitIntervalSeconds is
 // refused with a message naming both settings, their values, the reason and the fix; sensible combinations render.
 func TestLagThresholdsMustExceedTheCommitInterval(t *testing.T) {
-	refused := []struct {
-		name, values string
-		want         []string
-	}{
+	refused := []refusal{
 		{"activation below the default interval", kedaWith("  prometheus:\n    lagTrigger: {activationThreshold: \"5\"}\n"),
 			[]string{"keda.prometheus.lagTrigger.activationThreshold (5) must be greater than worker.iceberg.commitIntervalSeconds (10)",
 				"includes up to one commit interval", "never look idle", "lower worker.iceberg.commitIntervalSeconds"}},
@@ -87,14 +84,7 @@ func TestLagThresholdsMustExceedTheCommitInterval(t *testing.T) {
 		{"schema: tiny targetFileBytes", "worker: {iceberg: {targetFileBytes: 1024}}\n", []string{"targetFileBytes"}},
 		{"schema: unknown key under worker.iceberg", "worker: {iceberg: {commitInterval: 10s}}\n", []string{"commitInterval"}},
 	}
-	for _, tc := range refused {
-		t.Run("refused: "+tc.name, func(t *testing.T) {
-			err := renderErr(t, workerChart, tc.values)
-			for _, w := range tc.want {
-				require.Contains(t, err.Error(), w)
-			}
-		})
-	}
+	requireRefused(t, "refused: ", refused)
 
 	t.Run("refused: values from --set (int64)", func(t *testing.T) {
 		_, err := renderValues(workerChart, map[string]any{

@@ -138,6 +138,25 @@ func requireValid(t *testing.T, r *Rendered) {
 }
 
 // renderErr renders and requires an error.
+// refusal is a values file the worker chart must refuse, and what its error must name.
+type refusal struct {
+	name, values string
+	want         []string
+}
+
+// requireRefused renders each case and checks that the worker chart refuses it with an error naming each want.
+func requireRefused(t *testing.T, prefix string, cases []refusal) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(prefix+tc.name, func(t *testing.T) {
+			err := renderErr(t, workerChart, tc.values)
+			for _, w := range tc.want {
+				require.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}
+
 func renderErr(t *testing.T, dir, valuesYAML string) error {
 	t.Helper()
 	_, err := render(dir, valuesYAML)

@@ -154,10 +154,7 @@ func TestIdleReplicaCountRendersOnlyWhenSet(t *testing.T) {
 // TestRefusedWithAClearMessage checks that impossible configurations fail at render time with a message naming
 // the value and the fix.
 func TestRefusedWithAClearMessage(t *testing.T) {
-	cases := []struct {
-		name, values string
-		want         []string
-	}{
+	cases := []refusal{
 		{"no trigger enabled", kedaWith("  prometheus: {enabled: false}\n"),
 			[]string{"no trigger is enabled", "keda.postgresql"}},
 		{"all prometheus triggers disabled", kedaWith("  prometheus:\n    lagTrigger: {enabled: false}\n    bufferTrigger: {enabled: false}\n    backfillTrigger: {enabled: false}\n"),
@@ -219,14 +216,7 @@ func TestRefusedWithAClearMessage(t *testing.T) {
 		{"schema: unknown auth mode", kedaWith("  prometheus:\n    authentication: {modes: [oauth2]}\n"),
 			[]string{"modes"}},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			err := renderErr(t, workerChart, tc.values)
-			for _, w := range tc.want {
-				require.Contains(t, err.Error(), w)
-			}
-		})
-	}
+	requireRefused(t, "", cases)
 }
 
 // TestPrometheusTriggersHaveNoMetricName checks that no Prometheus trigger carries metricName (removed in KEDA
