@@ -247,15 +247,17 @@ func parseMark(content string, lsn uint64) (buffer.Mark, bool) {
 // boundary is the final one.
 func (c *BackfillConn) Plan(ctx context.Context, t change.TableRef, keyColumns, after []string, chunkRows, n int) (uppers [][]string, end bool, err error) {
 	cols := quoteIdents(keyColumns)
+	types, err := c.keyTypes(ctx, t, keyColumns)
+	if err != nil {
+		return nil, false, err
+	}
 	for len(uppers) < n {
 		var args [][]byte
 		where := ""
 		if after != nil {
-			cond, a, err := c.keyBound(ctx, t, keyColumns, ">", after, 1)
-			if err != nil {
-				return nil, false, err
-			}
-			where, args = "WHERE "+cond, a
+			var cond string
+			cond, args = keyBound(keyColumns, types, ">", after, 1)
+			where = "WHERE " + cond
 		}
 		rows, err := c.query(ctx, fmt.Sprintf("SELECT %s FROM ONLY %s %s ORDER BY %s OFFSET %d LIMIT 1",
 			cols, pgx.Identifier{t.Schema, t.Name}.Sanitize(), where, cols, chunkRows-1), args...)
@@ -274,21 +276,18 @@ func (c *BackfillConn) Plan(ctx context.Context, t change.TableRef, keyColumns, 
 	return uppers, false, nil
 }
 
-// keyBound renders "(k1, k2) op (CAST($i AS t1), CAST($i+1 AS t2))" with the key's own types.
-func (c *BackfillConn) keyBound(ctx context.Context, t change.TableRef, keyColumns []string, op string, key []string, first int) (string, [][]byte, error) {
-	types, err := c.keyTypes(ctx, t, keyColumns)
-	if err != nil {
-		return "", nil, err
-	}
+// keyBound renders "(k1, k2) op (CAST($i AS t1), CAST($i+1 AS t2))" with the key's own types (keyTypes).
+func keyBound(keyColumns, types []string, op string, key []string, first int) (string, [][]byte) {
 	vals := make([]string, len(key))
 	args := make([][]byte, len(key))
 	for i, k := range key {
 		vals[i] = fmt.Sprintf("CAST($%d AS %s)", first+i, types[i])
 		args[i] = []byte(k)
 	}
-	return fmt.Sprintf("(%s) %s (%s)", quoteIdents(keyColumns), op, strings.Join(vals, ", ")), args, nil
+	return fmt.Sprintf("(%s) %s (%s)", quoteIdents(keyColumns), op, strings.Join(vals, ", ")), args
 }
 
+// keyTypes reads the SQL types of the key columns, once per planning step or chunk read.
 func (c *BackfillConn) keyTypes(ctx context.Context, t change.TableRef, keyColumns []string) ([]string, error) {
 	types := make([]string, len(keyColumns))
 	for i, col := range keyColumns {
@@ -371,18 +370,21 @@ func (c *BackfillConn) ReadChunk(ctx context.Context, t change.TableRef, keyColu
 	}
 	var conds []string
 	var args [][]byte
-	for _, b := range []struct {
-		op  string
-		key []string
-	}{{">", lower}, {"<=", upper}} {
-		if b.key == nil {
-			continue
-		}
-		cond, a, err := c.keyBound(ctx, t, keyColumns, b.op, b.key, len(args)+1)
+	if lower != nil || upper != nil {
+		types, err := c.keyTypes(ctx, t, keyColumns)
 		if err != nil {
 			return nil, err
 		}
-		conds, args = append(conds, cond), append(args, a...)
+		for _, b := range []struct {
+			op  string
+			key []string
+		}{{">", lower}, {"<=", upper}} {
+			if b.key == nil {
+				continue
+			}
+			cond, a := keyBound(keyColumns, types, b.op, b.key, len(args)+1)
+			conds, args = append(conds, cond), append(args, a...)
+		}
 	}
 	where := ""
 	if len(conds) > 0 {
