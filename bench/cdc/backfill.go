@@ -97,10 +97,6 @@ func backfillRun(ctx context.Context, srv *pgtest.Server, binary, src string, pr
 	}
 	secs := time.Since(start).Seconds()
 	stopAll()
-	if os.Getenv("BENCH_DEBUG") != "" {
-		logs, _ := os.ReadFile(filepath.Join(dir, "worker-0.log"))
-		fmt.Println(string(logs))
-	}
 	drop, err := pgx.Connect(ctx, src)
 	if err == nil {
 		_, err = drop.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, name)
