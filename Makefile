@@ -4,7 +4,7 @@ GO ?= go
 BIN := bin/philotes-worker
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: help build test lint unit charts chart-readme bench soak docker e2e demo clean
+.PHONY: help build test lint unit s3-server charts chart-readme bench soak docker e2e demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -20,8 +20,11 @@ lint: ## gofmt and go vet on every module
 	cd test/charts && $(GO) vet ./...
 	cd test/e2e && $(GO) vet -tags e2e ./...
 
-unit: ## Go tests of the worker (they start their own PostgreSQL)
+unit: s3-server ## Go tests of the worker (they start their own PostgreSQL and S3 server)
 	$(GO) test -count=1 -timeout 20m ./...
+
+s3-server: ## build the tests' S3 server (Versity S3 Gateway) into ~/.cache/philotes once (about 2.5 min cold)
+	bash test/e2e/tools/build.sh versitygw
 
 charts: ## helm lint (Helm 3 and 4), README freshness, chart render + schema tests
 	bash scripts/chart-check.sh

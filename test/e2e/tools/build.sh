@@ -5,7 +5,9 @@
 # second. A cold build takes tens of minutes on 2 cores: it prints which tool it
 # is building and the elapsed time every PROGRESS_EVERY seconds (default 30).
 #
-# Usage: build.sh [etcd|kubernetes|keda|prometheus ...]   (default: all)
+# Usage: build.sh [etcd|kubernetes|keda|prometheus|versitygw ...]   (default: all)
+#
+# versitygw (the Versity S3 Gateway, the tests' S3 server) is also needed by make test.
 #
 # Builds run at nice 19 (NICE=0 to change) because other work shares the cores.
 # Prometheus comes from Debian's package (apt-get), not from a build.
@@ -19,6 +21,8 @@ nice_level="${NICE:-19}"
 etcd_version=v3.7.3
 kubernetes_version=v1.37.2
 keda_version=v2.21.0
+# The S3 server's version is defined once, in the Go package that starts it.
+versitygw_version="$(sed -n 's/^const Version = "\(v[0-9.]*\)".*/\1/p' "$here/../../../internal/s3test/s3test.go")"
 
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
 export CGO_ENABLED=0
@@ -43,7 +47,13 @@ build_one() {
 	local start now next
 	start=$(date +%s)
 	next=$((start + progress_every))
-	(cd "$moddir" && exec nice -n "$nice_level" go build -v -ldflags "$ldflags" -o "$outdir/.$name.tmp" "$pkg") >"$buildlog" 2>&1 &
+	if [[ "$moddir" == - ]]; then
+		# A module that builds with go install pkg@version (no replace directives): no wrapper needed.
+		(mkdir -p "$outdir/.$name.gobin" && GOBIN="$outdir/.$name.gobin" nice -n "$nice_level" go install -v -trimpath -ldflags "$ldflags" "$pkg" &&
+			mv "$outdir/.$name.gobin/$name" "$outdir/.$name.tmp" && rmdir "$outdir/.$name.gobin") >"$buildlog" 2>&1 &
+	else
+		(cd "$moddir" && exec nice -n "$nice_level" go build -v -ldflags "$ldflags" -o "$outdir/.$name.tmp" "$pkg") >"$buildlog" 2>&1 &
+	fi
 	local pid=$!
 	while kill -0 "$pid" 2>/dev/null; do
 		# A progress ticker, not synchronisation: wait below collects the exit code.
@@ -87,6 +97,12 @@ build_keda() {
 	build_one keda-adapter "$here/keda" "$cache/keda-$v/bin" "$ld" github.com/kedacore/keda/v2/cmd/adapter
 }
 
+build_versitygw() {
+	[[ -n "$versitygw_version" ]] || { log "versitygw: no version found in internal/s3test/s3test.go"; return 1; }
+	build_one versitygw - "$cache/versitygw-$versitygw_version/bin" "-s -w" \
+		"github.com/versity/versitygw/cmd/versitygw@$versitygw_version"
+}
+
 # Prometheus from Debian. The package must not start a service: policy-rc.d
 # refuses every start while it installs.
 build_prometheus() {
@@ -122,7 +138,7 @@ build_prometheus() {
 main() {
 	mkdir -p "$cache/logs"
 	local tools=("$@")
-	((${#tools[@]})) || tools=(etcd kubernetes keda prometheus)
+	((${#tools[@]})) || tools=(etcd kubernetes keda prometheus versitygw)
 	# One build at a time per cache: a second caller waits for the first.
 	exec 9>"$cache/.build.lock"
 	if ! flock -n 9; then
@@ -133,9 +149,9 @@ main() {
 	total_start=$(date +%s)
 	for t in "${tools[@]}"; do
 		case "$t" in
-		etcd | kubernetes | keda | prometheus) "build_$t" ;;
+		etcd | kubernetes | keda | prometheus | versitygw) "build_$t" ;;
 		*)
-			log "unknown tool $t (want etcd, kubernetes, keda or prometheus)"
+			log "unknown tool $t (want etcd, kubernetes, keda, prometheus or versitygw)"
 			return 2
 			;;
 		esac
