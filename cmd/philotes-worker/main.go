@@ -47,8 +47,8 @@ func main() {
 	})
 	if err := run(ctx, cfg, log); err != nil {
 		log.Error("worker stopped", "err", err)
-		if errors.Is(err, source.ErrNotBackfillable) {
-			os.Exit(2) // the tables named are the problem: a configuration error
+		if errors.Is(err, source.ErrNotBackfillable) || errors.Is(err, iceberg.ErrWarehouse) {
+			os.Exit(2) // the tables named or the warehouse settings are the problem: a configuration error
 		}
 		os.Exit(1)
 	}
@@ -71,7 +71,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	defer stopHTTP()
 
-	buf, err := retry(ctx, log, "buffer database", func() (*buffer.Buffer, error) {
+	buf, err := retry(ctx, log, "buffer database", nil, func() (*buffer.Buffer, error) {
 		// Processors and backfill workers each hold a dedicated connection (their lease) and borrow another
 		// one now and then; the reader's appenders, the committer and the stats loop need a few more.
 		return buffer.Open(ctx, cfg.BufferURL, cfg.SourceName, 2*(cfg.Processors+cfg.BackfillWorkers)+6)
@@ -90,7 +90,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		lake worker.Lake
 	)
 	if cfg.Processors > 0 {
-		s, err := retry(ctx, log, "iceberg catalog", func() (*iceberg.Sink, error) {
+		s, err := retry(ctx, log, "iceberg catalog and warehouse", iceberg.ErrWarehouse, func() (*iceberg.Sink, error) {
 			return iceberg.New(ctx, iceberg.Config{
 				Warehouse:   cfg.IcebergWarehouse,
 				CatalogURI:  cfg.IcebergCatalogURI,
@@ -184,13 +184,17 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 }
 
 // retry calls open until it succeeds or ctx is cancelled (then it returns nil, nil): a dependency that is not
-// reachable yet leaves the pod running and unready instead of crash-looping.
-func retry[T any](ctx context.Context, log *slog.Logger, what string, open func() (*T, error)) (*T, error) {
+// reachable yet leaves the pod running and unready instead of crash-looping. An error that is permanent (wraps
+// permanent, when not nil) is returned at once: only the configuration can fix it.
+func retry[T any](ctx context.Context, log *slog.Logger, what string, permanent error, open func() (*T, error)) (*T, error) {
 	backoff := 500 * time.Millisecond
 	for {
 		v, err := open()
 		if err == nil {
 			return v, nil
+		}
+		if permanent != nil && errors.Is(err, permanent) {
+			return nil, err
 		}
 		if ctx.Err() != nil {
 			return nil, nil

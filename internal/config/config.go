@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/philotes/philotes-worker/internal/sink/iceberg"
 )
 
 // Mode is what the process does.
@@ -137,7 +139,7 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 		fs.BoolVar(p, flagName, fromEnv(getenv, &errs, envName, false, strconv.ParseBool, "must be true or false"), help+" ["+envName+"]")
 	}
 
-	var tables, backfillTables, backfill, logLevel, s3Endpoint, s3Region, s3Key, s3Secret, catalogToken string
+	var tables, backfillTables, backfill, logLevel, s3Endpoint, s3Region, s3PathStyle, s3Key, s3Secret, s3Token, catalogToken, catalogWarehouse string
 	str(&c.SourceURL, "source-url", "PHILOTES_SOURCE_URL", "", "source database URL (the user needs REPLICATION)")
 	str(&c.BufferURL, "buffer-url", "PHILOTES_BUFFER_URL", "", "buffer database URL (default: the source URL; a separate database is recommended)")
 	str(&c.SourceName, "source-name", "PHILOTES_SOURCE_NAME", "", "source label and buffer key (default: the slot name)")
@@ -174,10 +176,13 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	dur(&c.MaintenanceInterval, "iceberg-maintenance-interval", "PHILOTES_ICEBERG_MAINTENANCE_INTERVAL", 5*time.Minute, "how often the committer maintains each table that took commits: expire snapshots, compact small data files, rewrite manifests (0s turns maintenance off)")
 	num(&c.TargetFileBytes, "iceberg-target-file-bytes", "PHILOTES_ICEBERG_TARGET_FILE_BYTES", 128<<20, "compaction merges small data files toward this size")
 	str(&catalogToken, "iceberg-catalog-token", "PHILOTES_ICEBERG_CATALOG_TOKEN", "", "bearer token for the REST catalog")
-	str(&s3Endpoint, "s3-endpoint", "PHILOTES_S3_ENDPOINT", "", "S3-compatible endpoint URL")
-	str(&s3Region, "s3-region", "PHILOTES_S3_REGION", "", "S3 region")
-	str(&s3Key, "s3-access-key-id", "PHILOTES_S3_ACCESS_KEY_ID", "", "S3 access key id")
+	str(&catalogWarehouse, "iceberg-catalog-warehouse", "PHILOTES_ICEBERG_CATALOG_WAREHOUSE", "", "warehouse name sent to the REST catalog (e.g. a Lakekeeper warehouse); empty: PHILOTES_ICEBERG_WAREHOUSE")
+	str(&s3Endpoint, "s3-endpoint", "PHILOTES_S3_ENDPOINT", "", "S3-compatible endpoint URL, e.g. http://minio:9000 (empty: AWS S3)")
+	str(&s3Region, "s3-region", "PHILOTES_S3_REGION", "", "S3 region (empty: AWS_REGION or the SDK's default chain)")
+	str(&s3PathStyle, "s3-path-style", "PHILOTES_S3_PATH_STYLE", "auto", "path-style addressing (http://endpoint/bucket/key): true, false (virtual-hosted: http://bucket.endpoint/key), or auto (path-style when PHILOTES_S3_ENDPOINT is set)")
+	str(&s3Key, "s3-access-key-id", "PHILOTES_S3_ACCESS_KEY_ID", "", "S3 access key id (empty: the AWS SDK's default chain: AWS_* variables, web identity (IRSA), instance role)")
 	str(&s3Secret, "s3-secret-access-key", "PHILOTES_S3_SECRET_ACCESS_KEY", "", "S3 secret access key")
+	str(&s3Token, "s3-session-token", "PHILOTES_S3_SESSION_TOKEN", "", "S3 session token, with temporary keys")
 	str(&c.HTTPAddr, "http-addr", "PHILOTES_HTTP_ADDR", ":8080", "address for /metrics, /healthz and /readyz")
 	str(&logLevel, "log-level", "PHILOTES_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.LogFormat, "log-format", "PHILOTES_LOG_FORMAT", "json", "json or text")
@@ -210,10 +215,29 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	}
 	c.IcebergProperties = map[string]string{}
 	for k, v := range map[string]string{"s3.endpoint": s3Endpoint, "s3.region": s3Region,
-		"s3.access-key-id": s3Key, "s3.secret-access-key": s3Secret, "token": catalogToken} {
+		"s3.access-key-id": s3Key, "s3.secret-access-key": s3Secret, "s3.session-token": s3Token,
+		"token": catalogToken, "warehouse": catalogWarehouse} {
 		if v != "" {
 			c.IcebergProperties[k] = v
 		}
+	}
+	switch s3PathStyle {
+	case "auto":
+	case "true", "false":
+		c.IcebergProperties["s3.force-virtual-addressing"] = strconv.FormatBool(s3PathStyle == "false")
+	default:
+		errs = append(errs, fmt.Errorf("PHILOTES_S3_PATH_STYLE=%q: use true (http://endpoint/bucket/key, most S3-compatible servers), false (http://bucket.endpoint/key) or auto (true when PHILOTES_S3_ENDPOINT is set)", s3PathStyle))
+	}
+	if s3Endpoint != "" {
+		if u, err := url.Parse(s3Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("PHILOTES_S3_ENDPOINT=%q: use an http(s):// URL such as https://s3.example.com or http://minio:9000", redactURL(s3Endpoint)))
+		}
+	}
+	if (s3Key == "") != (s3Secret == "") {
+		errs = append(errs, errors.New("PHILOTES_S3_ACCESS_KEY_ID and PHILOTES_S3_SECRET_ACCESS_KEY go together: set both, or neither to use the AWS SDK's default chain (AWS_* variables, web identity, instance role)"))
+	}
+	if catalogWarehouse != "" && c.IcebergCatalogURI == "" {
+		errs = append(errs, errors.New("PHILOTES_ICEBERG_CATALOG_WAREHOUSE is for a REST catalog: set PHILOTES_ICEBERG_CATALOG_URI too, or leave it empty"))
 	}
 	c.Tables = tableList(tables, "PHILOTES_TABLES", &errs)
 	c.BackfillTables = tableList(backfillTables, "--tables", &errs)
@@ -301,8 +325,8 @@ func (c *Config) validate() []error {
 	if c.TargetFileBytes < 1<<20 {
 		bad("PHILOTES_ICEBERG_TARGET_FILE_BYTES=%d: use at least 1048576 (1 MiB)", c.TargetFileBytes)
 	}
-	if u, err := url.Parse(c.IcebergWarehouse); err != nil || (u.Scheme != "file" && u.Scheme != "s3" && u.Scheme != "s3a") || (u.Scheme == "file" && u.Path == "") {
-		bad("PHILOTES_ICEBERG_WAREHOUSE=%q: use file:///absolute/path or s3://bucket/prefix", c.IcebergWarehouse)
+	if err := iceberg.CheckWarehouse(c.IcebergWarehouse); err != nil {
+		bad("PHILOTES_ICEBERG_WAREHOUSE=%q: %v", redactURL(c.IcebergWarehouse), err)
 	}
 	if c.IcebergCatalogURI != "" {
 		if u, err := url.Parse(c.IcebergCatalogURI); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -362,6 +386,20 @@ func (c *Config) BufferSharesSource() bool {
 		return c.SourceURL == c.BufferURL
 	}
 	return src.Host == buf.Host && src.Port == buf.Port && src.Database == buf.Database
+}
+
+// redactURL drops the user information (a password) from a URL for messages.
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		u.User = nil
+		return u.String()
+	}
+	if i := strings.Index(s, "://"); i >= 0 {
+		if j := strings.LastIndex(s, "@"); j > i {
+			return s[:i+3] + "…" + s[j:]
+		}
+	}
+	return s
 }
 
 // redact keeps passwords out of error messages about URLs.

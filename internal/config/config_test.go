@@ -67,6 +67,22 @@ func TestErrorsNameTheSetting(t *testing.T) {
 			[]string{"PHILOTES_SOURCE_URL is not a valid PostgreSQL URL"}},
 		{"drain without processors", []string{"drain", "--processors", "0"}, map[string]string{"PHILOTES_BUFFER_URL": "postgres://u@h/b"},
 			[]string{"use at least 1 processor"}},
+		{"object store settings", []string{"run"}, map[string]string{
+			"PHILOTES_SOURCE_URL":                "postgres://u@h/db",
+			"PHILOTES_ICEBERG_WAREHOUSE":         "file://relative/path",
+			"PHILOTES_S3_PATH_STYLE":             "yes",
+			"PHILOTES_S3_ENDPOINT":               "minio:9000",
+			"PHILOTES_S3_SECRET_ACCESS_KEY":      "secret-value",
+			"PHILOTES_ICEBERG_CATALOG_WAREHOUSE": "lake",
+		}, []string{
+			`PHILOTES_ICEBERG_WAREHOUSE="file://relative/path": a file:// warehouse needs an absolute folder`,
+			`PHILOTES_S3_PATH_STYLE="yes": use true`,
+			`PHILOTES_S3_ENDPOINT="minio:9000": use an http(s):// URL`,
+			"PHILOTES_S3_ACCESS_KEY_ID and PHILOTES_S3_SECRET_ACCESS_KEY go together",
+			"PHILOTES_ICEBERG_CATALOG_WAREHOUSE is for a REST catalog",
+		}},
+		{"warehouse URL keeps credentials out", []string{"run"}, map[string]string{"PHILOTES_SOURCE_URL": "postgres://u@h/db",
+			"PHILOTES_ICEBERG_WAREHOUSE": "s3://key:secret@bucket/x"}, []string{"PHILOTES_ICEBERG_WAREHOUSE=\"s3://bucket/x\""}},
 		{"rest catalog must be http", []string{"run"}, map[string]string{"PHILOTES_SOURCE_URL": "postgres://u@h/db", "PHILOTES_ICEBERG_CATALOG_URI": "thrift://x"},
 			[]string{"PHILOTES_ICEBERG_CATALOG_URI"}},
 	}
@@ -78,6 +94,44 @@ func TestErrorsNameTheSetting(t *testing.T) {
 				require.Contains(t, err.Error(), w)
 			}
 			require.NotContains(t, err.Error(), "secret")
+		})
+	}
+}
+
+// Object store settings become the Iceberg file IO's properties; path style is left to iceberg-go (path-style
+// with an endpoint) unless set.
+func TestObjectStoreProperties(t *testing.T) {
+	base := map[string]string{"PHILOTES_SOURCE_URL": "postgres://u@h/db", "PHILOTES_ICEBERG_WAREHOUSE": "s3://lake/wh"}
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	cases := []struct {
+		name string
+		env  map[string]string
+		want map[string]string
+	}{
+		{"nothing set: the SDK's default chain", with(), map[string]string{}},
+		{"endpoint and keys", with("PHILOTES_S3_ENDPOINT", "http://minio:9000", "PHILOTES_S3_REGION", "eu-1",
+			"PHILOTES_S3_ACCESS_KEY_ID", "k", "PHILOTES_S3_SECRET_ACCESS_KEY", "s", "PHILOTES_S3_SESSION_TOKEN", "t"),
+			map[string]string{"s3.endpoint": "http://minio:9000", "s3.region": "eu-1", "s3.access-key-id": "k",
+				"s3.secret-access-key": "s", "s3.session-token": "t"}},
+		{"path style on", with("PHILOTES_S3_PATH_STYLE", "true"), map[string]string{"s3.force-virtual-addressing": "false"}},
+		{"path style off", with("PHILOTES_S3_PATH_STYLE", "false"), map[string]string{"s3.force-virtual-addressing": "true"}},
+		{"REST catalog warehouse name", with("PHILOTES_ICEBERG_CATALOG_URI", "http://lakekeeper:8181/catalog",
+			"PHILOTES_ICEBERG_CATALOG_WAREHOUSE", "lake"), map[string]string{"warehouse": "lake"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]string{"run"}, env(tc.env), io.Discard)
+			require.NoError(t, err)
+			require.Equal(t, tc.want, c.IcebergProperties)
 		})
 	}
 }

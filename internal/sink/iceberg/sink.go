@@ -41,7 +41,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -68,7 +67,7 @@ const (
 
 // Config configures a Sink.
 type Config struct {
-	// Warehouse is where table data and metadata go: "file:///path" or "s3://bucket/prefix". With a REST
+	// Warehouse is where table data and metadata go: "file:///path" or "s3://bucket/prefix" (see CheckWarehouse). With a REST
 	// catalog, Properties["warehouse"], when set, is sent to the catalog instead (e.g. a Lakekeeper warehouse
 	// name).
 	Warehouse string
@@ -95,13 +94,8 @@ type Config struct {
 // validate checks the settings and reports every bad one at once.
 func (c *Config) validate() error {
 	var errs []error
-	switch u, err := url.Parse(c.Warehouse); {
-	case c.Warehouse == "":
-		errs = append(errs, errors.New("Warehouse: required"))
-	case err != nil:
-		errs = append(errs, fmt.Errorf("Warehouse: %w", err))
-	case u.Scheme != "file" && u.Scheme != "s3":
-		errs = append(errs, fmt.Errorf("Warehouse: %q: want file:///path or s3://bucket/prefix", c.Warehouse))
+	if err := CheckWarehouse(c.Warehouse); err != nil {
+		errs = append(errs, fmt.Errorf("Warehouse: %q: %w", c.Warehouse, err))
 	}
 	switch {
 	case c.CatalogURI == "":
@@ -164,7 +158,8 @@ type tableState struct {
 	writer *recordWriter
 }
 
-// New validates cfg, opens the catalog and checks that the warehouse's file IO is available.
+// New validates cfg, opens the catalog and, with the SQL catalog, checks that the warehouse takes writes (an
+// error wrapping ErrWarehouse when the configuration must change).
 func New(ctx context.Context, cfg Config) (*Sink, error) {
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
@@ -179,7 +174,12 @@ func New(ctx context.Context, cfg Config) (*Sink, error) {
 		// "warehouse" property then wins.
 		props["warehouse"] = cfg.Warehouse
 	}
-	if _, err := iceio.LoadFS(ctx, props, cfg.Warehouse); err != nil {
+	if cfg.CatalogURI == "" {
+		// With a REST catalog the catalog says where tables live (and may vend their credentials).
+		if err := probeWarehouse(ctx, props, cfg.Warehouse); err != nil {
+			return nil, fmt.Errorf("iceberg sink: %w", err)
+		}
+	} else if _, err := iceio.LoadFS(ctx, props, cfg.Warehouse); err != nil {
 		return nil, fmt.Errorf("iceberg sink: Warehouse %q: %w", cfg.Warehouse, err)
 	}
 
