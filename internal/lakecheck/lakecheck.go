@@ -4,6 +4,7 @@ package lakecheck
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -18,8 +19,11 @@ import (
 // It returns nil and no error while that table does not exist.
 func Inserts(ctx context.Context, cat catalog.Catalog, namespace, sourceTable string) (map[int64]int, error) {
 	tbl, err := cat.LoadTable(ctx, table.Identifier{namespace, "public_" + sourceTable})
-	if err != nil {
+	if errors.Is(err, catalog.ErrNoSuchTable) {
 		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load %s.public_%s: %w", namespace, sourceTable, err)
 	}
 	at, err := tbl.Scan(table.WithSelectedFields("id", "_op")).ToArrowTable(ctx)
 	if err != nil {

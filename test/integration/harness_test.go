@@ -29,11 +29,13 @@ import (
 
 	"github.com/philotes/philotes-worker/internal/lakecheck"
 	"github.com/philotes/philotes-worker/internal/pgtest"
+	"github.com/philotes/philotes-worker/internal/s3test"
 	"github.com/philotes/philotes-worker/internal/testutil"
 )
 
 var (
 	server *pgtest.Server
+	s3     *s3test.Server // every test's warehouse is a bucket on this real S3 server
 	binary string
 )
 
@@ -60,6 +62,12 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer server.Stop()
+		s3, err = s3test.Start(ctx)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer s3.Stop()
 		return m.Run()
 	}())
 }
@@ -81,8 +89,10 @@ func newSetup(t *testing.T, name, ddl string) setup {
 		name:      name,
 		srcURL:    server.MustCreateDatabase(t, name+"_src"),
 		bufURL:    server.MustCreateDatabase(t, name+"_buf"),
-		warehouse: "file://" + t.TempDir(),
 	}
+	bucket := strings.ReplaceAll(name, "_", "-") // bucket names take no underscores
+	s3.MustCreateBucket(t, bucket)
+	s.warehouse = "s3://" + bucket + "/lake"
 	s.exec(t, ddl)
 	// Cleanups run last-in first-out: this one runs after the test's workers are gone. A slot left behind
 	// would count against max_replication_slots for the rest of the run.
@@ -130,7 +140,7 @@ func execIn(t *testing.T, url, sql string, args ...any) {
 }
 
 func (s setup) env() []string {
-	return []string{
+	return append(s3.Env(),
 		"PHILOTES_SOURCE_URL=" + s.srcURL,
 		"PHILOTES_BUFFER_URL=" + s.bufURL,
 		"PHILOTES_SLOT=" + s.name,
@@ -142,7 +152,7 @@ func (s setup) env() []string {
 		"PHILOTES_FLUSH_INTERVAL=50ms",
 		"PHILOTES_ICEBERG_COMMIT_INTERVAL=500ms",
 		"PHILOTES_LOG_FORMAT=text",
-	}
+	)
 }
 
 // proc is one running worker replica.
@@ -291,7 +301,11 @@ func (s setup) lake(t *testing.T) lake {
 	cfg, err := pgx.ParseConfig(s.bufURL)
 	require.NoError(t, err)
 	db := stdlib.OpenDB(*cfg)
-	cat, err := sqlcat.NewCatalog("philotes", db, sqlcat.Postgres, iceberg.Properties{"warehouse": s.warehouse})
+	props := iceberg.Properties{"warehouse": s.warehouse}
+	for k, v := range s3.Properties() {
+		props[k] = v
+	}
+	cat, err := sqlcat.NewCatalog("philotes", db, sqlcat.Postgres, props)
 	require.NoError(t, err)
 	return lake{cat: cat, done: func() { db.Close() }}
 }

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
+	"io/fs"
 	"os/exec"
-	"path/filepath"
+	"path"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
+	iceio "github.com/apache/iceberg-go/io"
 	"github.com/apache/iceberg-go/table"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -343,20 +344,23 @@ func TestKillCommitterAndWritersUnderLoad(t *testing.T) {
 	defer cancel()
 	tbl, err := l.cat.LoadTable(ctx, table.Identifier{"philotes", "public_orders"})
 	require.NoError(t, err)
-	dataDir := strings.TrimPrefix(tbl.Location(), "file://") + "/data"
+	// The warehouse is a bucket on the S3 server: plant and list objects through the same file IO the worker uses.
+	dataDir := tbl.Location() + "/data"
+	fsys, err := iceio.LoadFS(ctx, s3.Properties(), dataDir)
+	require.NoError(t, err)
 	planted := uuid.NewString()
-	plantedFile := filepath.Join(dataDir, "00000-0-"+planted+"-00001.parquet")
-	require.NoError(t, os.WriteFile(plantedFile, []byte("not recorded"), 0o644))
+	plantedFile := dataDir + "/00000-0-" + planted + "-00001.parquet"
+	require.NoError(t, fsys.(iceio.WriteFileIO).WriteFile(plantedFile, []byte("not recorded")))
 	execIn(t, s.bufURL, `INSERT INTO philotes.file_writes (source, lease, write_uuid, location)
-		VALUES ($1, nextval('philotes.writer_leases'), $2, $3)`, s.name, planted, tbl.Location()+"/data")
+		VALUES ($1, nextval('philotes.writer_leases'), $2, $3)`, s.name, planted, dataDir)
 
 	// The committer removes unrecorded writes at takeover and every 30 s: kill it once more to clean now.
 	replace(committer(t, live...), "final")
 	eventually(t, "every unrecorded write cleaned", 2*time.Minute, func() bool {
 		return s.count(t, `SELECT count(*) FROM philotes.file_writes`) == 0
 	})
-	_, err = os.Stat(plantedFile)
-	require.ErrorIs(t, err, os.ErrNotExist, "the planted unrecorded file is removed")
+	_, err = fsys.(iceio.ReadFileIO).ReadFile(plantedFile)
+	require.ErrorIs(t, err, fs.ErrNotExist, "the planted unrecorded object is removed")
 
 	tbl, err = l.cat.LoadTable(ctx, table.Identifier{"philotes", "public_orders"})
 	require.NoError(t, err)
@@ -364,16 +368,18 @@ func TestKillCommitterAndWritersUnderLoad(t *testing.T) {
 	require.NoError(t, err)
 	referenced := map[string]bool{}
 	for _, task := range tasks {
-		referenced[strings.TrimPrefix(task.File.FilePath(), "file://")] = true
+		referenced[task.File.FilePath()] = true
 	}
-	onDisk, err := filepath.Glob(filepath.Join(dataDir, "*.parquet"))
-	require.NoError(t, err)
-	var unreferenced []string
-	for _, f := range onDisk {
-		if !referenced[f] {
-			unreferenced = append(unreferenced, filepath.Base(f))
+	var stored, unreferenced []string
+	require.NoError(t, fsys.(iceio.ListableIO).WalkDir(dataDir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".parquet") {
+			stored = append(stored, p)
+			if !referenced[p] {
+				unreferenced = append(unreferenced, path.Base(p))
+			}
 		}
-	}
+		return err
+	}))
 	require.Empty(t, unreferenced, "data files no table references (orphans)")
-	require.Len(t, onDisk, len(referenced))
+	require.Len(t, stored, len(referenced))
 }
