@@ -39,7 +39,8 @@ for helm in "$HELM3" "$HELM4"; do
     "$helm" lint --strict "$work/charts/philotes" -f "$work/charts/philotes/$f"
   done
   step "$v: helm template (both charts)"
-  "$helm" template cdc "$work/charts/philotes-worker" --set keda.enabled=true >/dev/null
+  "$helm" template cdc "$work/charts/philotes-worker" --set keda.enabled=true \
+    --set worker.iceberg.warehouse=s3://philotes-lake/warehouse >/dev/null
   "$helm" template cdc "$work/charts/philotes" -f "$work/charts/philotes/values-production.yaml" >/dev/null
 done
 

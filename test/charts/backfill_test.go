@@ -8,9 +8,9 @@ import (
 )
 
 // backfillJobValues enables the backfill Job for the given tables (YAML list), with the source URL in the chart's
-// Secret.
+// Secret and the s3:// warehouse that the Job, a second pod next to the Deployment's, needs.
 func backfillJobValues(tables string) string {
-	return "database: {sourceUrl: 'postgres://u:p@h:5432/db'}\nbackfillJob: {enabled: true, tables: " + tables + "}\n"
+	return s3Lake + "database: {sourceUrl: 'postgres://u:p@h:5432/db'}\nbackfillJob: {enabled: true, tables: " + tables + "}\n"
 }
 
 // TestBackfillSettingsReachTheWorker checks that worker.backfill reaches the worker's environment (the ConfigMap
@@ -95,8 +95,8 @@ func TestBackfillTrigger(t *testing.T) {
 	})
 	t.Run("never on the ScaledJob", func(t *testing.T) {
 		for _, values := range []string{
-			"keda:\n  scaledJob: {enabled: true}\n",
-			"keda:\n  enabled: true\n  scaledJob: {enabled: true}\n  prometheus:\n    backfillTrigger: {enabled: true, query: 'max(x)'}\n",
+			s3Lake + "keda:\n  scaledJob: {enabled: true}\n",
+			s3Lake + "keda:\n  enabled: true\n  scaledJob: {enabled: true}\n  prometheus:\n    backfillTrigger: {enabled: true, query: 'max(x)'}\n",
 		} {
 			r := mustRender(t, workerChart, values)
 			sj := r.one(t, "ScaledJob", fullname+"-drain")
@@ -129,8 +129,8 @@ func TestBackfillJob(t *testing.T) {
 		require.Empty(t, r.find("Job"))
 	})
 
-	r := mustRender(t, workerChart, backfillJobValues("[public.orders, sales.customers]")+
-		"keda: {enabled: true, scaledJob: {enabled: true}}\nautoscaling: {enabled: true}\npodLabels: {team: data}\nworker: {extraEnvFrom: [{secretRef: {name: s3}}]}\n")
+	r := mustRender(t, workerChart, mergeValues(backfillJobValues("[public.orders, sales.customers]"),
+		"keda: {enabled: true, scaledJob: {enabled: true}}\nautoscaling: {enabled: true}\npodLabels: {team: data}\nworker: {extraEnvFrom: [{secretRef: {name: s3}}]}\n"))
 	job := r.one(t, "Job", fullname+"-backfill-1")
 	pod := get(t, job, "spec", "template", "spec").(map[string]any)
 	c := get(t, pod, "containers", 0).(map[string]any)
@@ -191,23 +191,23 @@ func TestBackfillJob(t *testing.T) {
 	}
 	for _, tc := range names {
 		t.Run("name: "+tc.name, func(t *testing.T) {
-			r := mustRender(t, workerChart, "database: {existingSecret: db}\nbackfillJob: {enabled: true, tables: [public.orders], "+tc.values)
+			r := mustRender(t, workerChart, s3Lake+"database: {existingSecret: db}\nbackfillJob: {enabled: true, tables: [public.orders], "+tc.values)
 			require.Len(t, r.find("Job"), 1)
 			require.Equal(t, tc.want, name(r.find("Job")[0]))
 			require.LessOrEqual(t, len(tc.want), 63)
 		})
 	}
 	t.Run("ttl and backoffLimit, 0 included, from --set", func(t *testing.T) {
-		r := mustRenderValues(t, workerChart, map[string]any{
+		r := mustRenderValues(t, workerChart, mergeMaps(s3LakeMap(), map[string]any{
 			"database":    map[string]any{"existingSecret": "db"},
 			"backfillJob": map[string]any{"enabled": true, "tables": []any{"public.orders"}, "id": int64(3), "ttlSecondsAfterFinished": int64(0), "backoffLimit": int64(0)},
-		})
+		}))
 		job := r.one(t, "Job", fullname+"-backfill-3")
 		require.Equal(t, float64(0), get(t, job, "spec", "ttlSecondsAfterFinished"))
 		require.Equal(t, float64(0), get(t, job, "spec", "backoffLimit"))
 	})
 	t.Run("through the umbrella", func(t *testing.T) {
-		r := mustRender(t, umbrellaChart, "philotes-worker:\n  database: {existingSecret: db}\n  backfillJob: {enabled: true, tables: [public.orders]}\n")
+		r := mustRender(t, umbrellaChart, "philotes-worker:\n  worker: {iceberg: {warehouse: "+s3Warehouse+"}}\n  database: {existingSecret: db}\n  backfillJob: {enabled: true, tables: [public.orders]}\n")
 		c := get(t, r.one(t, "Job", fullname+"-backfill-1"), "spec", "template", "spec", "containers", 0)
 		require.Equal(t, []any{"backfill", "--tables", "public.orders"}, get(t, c, "args"))
 		require.Contains(t, r.Notes, "job/"+fullname+"-backfill-1")

@@ -11,7 +11,7 @@ import (
 // The ConfigMap is the environment of both the Deployment and the ScaledJob (envFrom).
 func TestCommitAndMaintenanceSettingsReachTheWorker(t *testing.T) {
 	t.Run("defaults", func(t *testing.T) {
-		r := mustRender(t, workerChart, "keda: {enabled: true, scaledJob: {enabled: true}}\n")
+		r := mustRender(t, workerChart, s3Lake+"keda: {enabled: true, scaledJob: {enabled: true}}\n")
 		cm := get(t, r.one(t, "ConfigMap", fullname), "data").(map[string]any)
 		require.Equal(t, "10s", cm["PHILOTES_ICEBERG_COMMIT_INTERVAL"])
 		require.Equal(t, "134217728", cm["PHILOTES_ICEBERG_COMMIT_BYTES"])
@@ -68,11 +68,11 @@ func TestLagThresholdsMustExceedTheCommitInterval(t *testing.T) {
 		{"threshold below the interval", kedaWith("  prometheus:\n    lagTrigger: {threshold: \"9.5\", activationThreshold: \"20\"}\n"),
 			[]string{"keda.prometheus.lagTrigger.threshold (9.5) must be greater than worker.iceberg.commitIntervalSeconds (10)",
 				"keep the release scaled out", "Set keda.prometheus.lagTrigger.threshold to several commit intervals"}},
-		{"interval raised to the default activation", "worker: {iceberg: {commitIntervalSeconds: 60}}\n" + kedaWith(""),
+		{"interval raised to the default activation", mergeValues("worker: {iceberg: {commitIntervalSeconds: 60}}\n", kedaWith("")),
 			[]string{"keda.prometheus.lagTrigger.activationThreshold (60) must be greater than worker.iceberg.commitIntervalSeconds (60)"}},
-		{"interval raised above the default threshold", "worker: {iceberg: {commitIntervalSeconds: 600}}\n" + kedaWith("  prometheus:\n    lagTrigger: {activationThreshold: \"1200\"}\n"),
+		{"interval raised above the default threshold", mergeValues("worker: {iceberg: {commitIntervalSeconds: 600}}\n", kedaWith("  prometheus:\n    lagTrigger: {activationThreshold: \"1200\"}\n")),
 			[]string{"keda.prometheus.lagTrigger.threshold (300) must be greater than worker.iceberg.commitIntervalSeconds (600)"}},
-		{"numbers instead of strings", "worker: {iceberg: {commitIntervalSeconds: 2}}\n" + kedaWith("  prometheus:\n    lagTrigger: {threshold: 2, activationThreshold: 3}\n"),
+		{"numbers instead of strings", mergeValues("worker: {iceberg: {commitIntervalSeconds: 2}}\n", kedaWith("  prometheus:\n    lagTrigger: {threshold: 2, activationThreshold: 3}\n")),
 			[]string{"keda.prometheus.lagTrigger.threshold (2) must be greater than worker.iceberg.commitIntervalSeconds (2)"}},
 		{"schema: commit interval 0", "worker: {iceberg: {commitIntervalSeconds: 0}}\n", []string{"commitIntervalSeconds"}},
 		{"schema: commit interval as a duration string", "worker: {iceberg: {commitIntervalSeconds: 10s}}\n", []string{"commitIntervalSeconds"}},
@@ -104,12 +104,12 @@ func TestLagThresholdsMustExceedTheCommitInterval(t *testing.T) {
 
 	rendered := []struct{ name, values string }{
 		{"the defaults (300 s / 60 s over 10 s)", kedaWith("")},
-		{"a 1 s interval with a 5 s lag threshold", "worker: {iceberg: {commitIntervalSeconds: 1}}\n" + kedaWith("  prometheus:\n    lagTrigger: {threshold: \"5\", activationThreshold: \"2\"}\n")},
+		{"a 1 s interval with a 5 s lag threshold", mergeValues("worker: {iceberg: {commitIntervalSeconds: 1}}\n", kedaWith("  prometheus:\n    lagTrigger: {threshold: \"5\", activationThreshold: \"2\"}\n"))},
 		{"the lag trigger disabled", kedaWith("  prometheus:\n    lagTrigger: {enabled: false, threshold: \"1\", activationThreshold: null}\n")},
 		{"the Prometheus triggers disabled", kedaWith("  prometheus: {enabled: false, lagTrigger: {threshold: \"1\"}}\n" + pgTrigger)},
 		{"KEDA off (no ScaledObject reads lag)", "keda:\n  prometheus:\n    lagTrigger: {threshold: \"1\", activationThreshold: \"0\"}\n"},
-		{"the ScaledJob alone scales on the buffer", "keda:\n  scaledJob: {enabled: true}\n  prometheus:\n    lagTrigger: {threshold: \"1\"}\n"},
-		{"maintenance off", "worker: {iceberg: {maintenanceIntervalSeconds: 0, snapshotRetention: 1h30m}}\n" + kedaWith("")},
+		{"the ScaledJob alone scales on the buffer", s3Lake + "keda:\n  scaledJob: {enabled: true}\n  prometheus:\n    lagTrigger: {threshold: \"1\"}\n"},
+		{"maintenance off", mergeValues("worker: {iceberg: {maintenanceIntervalSeconds: 0, snapshotRetention: 1h30m}}\n", kedaWith(""))},
 	}
 	for _, tc := range rendered {
 		t.Run("renders: "+tc.name, func(t *testing.T) {

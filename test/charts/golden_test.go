@@ -22,10 +22,10 @@ var volatile = regexp.MustCompile(`(?m)^\s*(helm\.sh/chart|app\.kubernetes\.io/v
 func TestGoldenManifests(t *testing.T) {
 	scenarios := []struct{ name, chart, values string }{
 		{"worker-defaults", workerChart, ""},
-		{"worker-keda-defaults", workerChart, "keda: {enabled: true}\n"},
+		{"worker-keda-defaults", workerChart, s3Lake + "keda: {enabled: true}\n"},
 		{"worker-readme-scale-to-zero", workerChart, ""},
-		{"worker-scaledjob", workerChart, "keda: {scaledJob: {enabled: true}}\n"},
-		{"worker-backfill-job", workerChart, "database: {existingSecret: db}\nbackfillJob: {enabled: true, tables: [public.orders, public.customers], id: \"2\"}\n"},
+		{"worker-scaledjob", workerChart, s3Lake + "keda: {scaledJob: {enabled: true}}\n"},
+		{"worker-backfill-job", workerChart, s3Lake + "database: {existingSecret: db}\nbackfillJob: {enabled: true, tables: [public.orders, public.customers], id: \"2\"}\n"},
 		{"umbrella-dev", umbrellaChart, "@values-dev.yaml"},
 		{"umbrella-production", umbrellaChart, "@values-production.yaml"},
 	}

@@ -81,13 +81,60 @@ func renderValues(dir string, vals map[string]any) (*Rendered, error) {
 	return &Rendered{Objects: objs, Notes: r.Info.Notes, Manifest: r.Manifest}, nil
 }
 
-// render renders a chart with values given as YAML text, parsed like a values file (numbers arrive as float64).
+// render renders a chart with values given as YAML text, parsed like a values file (numbers arrive as float64). A
+// key repeated in the text is an error (a silent "last one wins" would drop half a test's values): combine values
+// that share a top-level key with mergeValues.
 func render(dir, valuesYAML string) (*Rendered, error) {
 	vals := map[string]any{}
-	if err := yaml.Unmarshal([]byte(valuesYAML), &vals); err != nil {
+	if err := yaml.UnmarshalStrict([]byte(valuesYAML), &vals); err != nil {
 		return nil, fmt.Errorf("test values: %w", err)
 	}
 	return renderValues(dir, vals)
+}
+
+// s3Warehouse is the object-storage warehouse of the test values. Every release that runs more than one pod (KEDA,
+// the ScaledJob, the HPA, replicaCount above 1, the backfill Job next to the Deployment) needs one, as real users
+// do: the chart refuses a file:// warehouse on per-pod volumes there.
+const s3Warehouse = "s3://philotes-lake/warehouse"
+
+// s3Lake is s3Warehouse as values-file text.
+const s3Lake = "worker:\n  iceberg:\n    warehouse: " + s3Warehouse + "\n"
+
+// s3LakeMap is s3Warehouse as --set style values, to merge into a map with mergeMaps.
+func s3LakeMap() map[string]any {
+	return map[string]any{"worker": map[string]any{"iceberg": map[string]any{"warehouse": s3Warehouse}}}
+}
+
+// mergeValues deep-merges values files given as YAML text (later ones win), for values that set keys under the same
+// top-level key, e.g. a worker setting next to s3Lake. It panics on YAML that does not parse (a broken test).
+func mergeValues(docs ...string) string {
+	out := map[string]any{}
+	for _, d := range docs {
+		m := map[string]any{}
+		if err := yaml.UnmarshalStrict([]byte(d), &m); err != nil {
+			panic(fmt.Sprintf("test values %q: %v", d, err))
+		}
+		out = mergeMaps(out, m)
+	}
+	b, err := yaml.Marshal(out)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+// mergeMaps deep-merges src into dst (src wins) and returns dst.
+func mergeMaps(dst, src map[string]any) map[string]any {
+	for k, v := range src {
+		if sm, ok := v.(map[string]any); ok {
+			if dm, ok := dst[k].(map[string]any); ok {
+				dst[k] = mergeMaps(dm, sm)
+				continue
+			}
+		}
+		dst[k] = v
+	}
+	return dst
 }
 
 func splitManifest(manifest string) ([]map[string]any, error) {

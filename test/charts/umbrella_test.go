@@ -49,10 +49,10 @@ func TestUmbrellaRendersItsValuesFiles(t *testing.T) {
 
 // TestUmbrellaPassesKedaThrough checks that philotes-worker.keda.* reaches the worker's ScaledObject unchanged.
 func TestUmbrellaPassesKedaThrough(t *testing.T) {
-	r := mustRenderValues(t, umbrellaChart, map[string]any{"philotes-worker": map[string]any{"keda": map[string]any{
+	r := mustRenderValues(t, umbrellaChart, map[string]any{"philotes-worker": mergeMaps(s3LakeMap(), map[string]any{"keda": map[string]any{
 		"enabled": true, "maxReplicas": int64(7), "minReplicaCount": int64(0), "cooldownPeriod": int64(0),
 		"postgresql": map[string]any{"enabled": true, "host": "h", "database": "d", "user": "u", "password": "p"},
-	}}})
+	}})})
 	so := r.one(t, "ScaledObject", fullname)
 	require.Equal(t, float64(7), get(t, so, "spec", "maxReplicaCount"))
 	require.Equal(t, float64(0), get(t, so, "spec", "minReplicaCount"))

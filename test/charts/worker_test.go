@@ -19,9 +19,10 @@ const pgTrigger = `
     password: s3cret
 `
 
-// kedaWith returns values enabling KEDA with extra YAML lines under keda:.
+// kedaWith returns values enabling KEDA with extra YAML lines under keda:, and the s3:// warehouse that KEDA's
+// several pods need (combine with other worker values through mergeValues).
 func kedaWith(lines string) string {
-	return "keda:\n  enabled: true\n" + lines
+	return s3Lake + "keda:\n  enabled: true\n" + lines
 }
 
 // TestScenariosRenderValid checks that every scenario renders and that every object in it passes strict
@@ -60,9 +61,9 @@ func TestScenariosRenderValid(t *testing.T) {
       name: office-hours
       metadata: {timezone: Europe/Berlin, start: "0 8 * * 1-5", end: "0 18 * * 1-5", desiredReplicas: "2"}
 `)},
-		{"scaled job", "keda:\n  scaledJob: {enabled: true, minReplicaCount: 0, activeDeadlineSeconds: 3600}\n"},
-		{"scaled job with auth", "keda:\n  prometheus:\n    authentication: {modes: [bearer], existingSecret: prom}\n  scaledJob: {enabled: true}\n"},
-		{"plain hpa", "autoscaling: {enabled: true, targetMemoryUtilizationPercentage: 70, behavior: {scaleDown: {stabilizationWindowSeconds: 600}}}\n"},
+		{"scaled job", s3Lake + "keda:\n  scaledJob: {enabled: true, minReplicaCount: 0, activeDeadlineSeconds: 3600}\n"},
+		{"scaled job with auth", s3Lake + "keda:\n  prometheus:\n    authentication: {modes: [bearer], existingSecret: prom}\n  scaledJob: {enabled: true}\n"},
+		{"plain hpa", s3Lake + "autoscaling: {enabled: true, targetMemoryUtilizationPercentage: 70, behavior: {scaleDown: {stabilizationWindowSeconds: 600}}}\n"},
 		{"service monitor", "metrics: {serviceMonitor: {enabled: true, labels: {release: prom}, relabelings: [{action: labeldrop, regex: foo}]}}\n"},
 		{"pod monitor", "metrics: {podMonitor: {enabled: true}}\n"},
 		{"network policy", "networkPolicy: {enabled: true, metricsFrom: [{namespaceSelector: {matchLabels: {name: monitoring}}}], egress: [{}]}\n"},
@@ -97,10 +98,10 @@ func TestZeroAndFalseAreNeverSwallowed(t *testing.T) {
 		require.Equal(t, float64(0), get(t, r.one(t, "ScaledObject", fullname), "spec", "minReplicaCount"))
 	})
 	t.Run("minReplicaCount 0 from --set (int64) renders 0", func(t *testing.T) {
-		r := mustRenderValues(t, workerChart, map[string]any{"keda": map[string]any{
+		r := mustRenderValues(t, workerChart, mergeMaps(s3LakeMap(), map[string]any{"keda": map[string]any{
 			"enabled": true, "minReplicaCount": int64(0),
 			"postgresql": map[string]any{"enabled": true, "host": "h", "database": "d", "user": "u", "password": "p"},
-		}})
+		}}))
 		require.Equal(t, float64(0), get(t, r.one(t, "ScaledObject", fullname), "spec", "minReplicaCount"))
 	})
 	t.Run("cooldownPeriod and initialCooldownPeriod 0 render 0", func(t *testing.T) {
@@ -284,10 +285,10 @@ func TestNumbersRenderAsPlainDecimals(t *testing.T) {
     targetQueryValue: 10000000
     activationTargetQueryValue: 100000
 `)
-	fromSet := map[string]any{"keda": map[string]any{
+	fromSet := mergeMaps(s3LakeMap(), map[string]any{"keda": map[string]any{
 		"enabled": true, "maxReplicas": int64(1000000),
 		"prometheus": map[string]any{"lagTrigger": map[string]any{"threshold": int64(1000000)}},
-	}}
+	}})
 	for name, r := range map[string]*Rendered{
 		"values file": mustRender(t, workerChart, fromFile),
 		"--set":       mustRenderValues(t, workerChart, fromSet),
@@ -322,7 +323,7 @@ func TestNumbersRenderAsPlainDecimals(t *testing.T) {
 func TestPostgresQueryUsesTheConfiguredSlot(t *testing.T) {
 	for _, slot := range []string{"philotes_cdc", "orders_slot"} {
 		t.Run(slot, func(t *testing.T) {
-			r := mustRender(t, workerChart, "worker: {slot: "+slot+"}\n"+kedaWith(pgTrigger))
+			r := mustRender(t, workerChart, mergeValues("worker: {slot: "+slot+"}\n", kedaWith(pgTrigger)))
 			q := metadata(t, triggers(t, r)["postgresql"])["query"]
 			require.Equal(t, "SELECT COALESCE((SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn) FROM pg_replication_slots WHERE slot_name = '"+slot+"'), "+metadata(t, triggers(t, r)["postgresql"])["targetQueryValue"]+")", q)
 			require.Equal(t, slot, get(t, r.one(t, "ConfigMap", fullname), "data", "PHILOTES_SLOT"))
@@ -381,9 +382,9 @@ func TestHPAAndReplicasFollowTheOwner(t *testing.T) {
 		hpa, scaledObject, reps bool
 	}{
 		{"no autoscaler", "", false, false, true},
-		{"plain hpa", "autoscaling: {enabled: true}\n", true, false, false},
-		{"keda", "keda: {enabled: true}\n", false, true, false},
-		{"both: keda wins", "autoscaling: {enabled: true}\nkeda: {enabled: true}\n", false, true, false},
+		{"plain hpa", s3Lake + "autoscaling: {enabled: true}\n", true, false, false},
+		{"keda", s3Lake + "keda: {enabled: true}\n", false, true, false},
+		{"both: keda wins", s3Lake + "autoscaling: {enabled: true}\nkeda: {enabled: true}\n", false, true, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -393,7 +394,7 @@ func TestHPAAndReplicasFollowTheOwner(t *testing.T) {
 			require.Equal(t, tc.reps, has(r.one(t, "Deployment", fullname), "spec", "replicas"))
 		})
 	}
-	r := mustRender(t, workerChart, "autoscaling: {enabled: true, minReplicas: 2, maxReplicas: 7, targetMemoryUtilizationPercentage: 75}\n")
+	r := mustRender(t, workerChart, s3Lake+"autoscaling: {enabled: true, minReplicas: 2, maxReplicas: 7, targetMemoryUtilizationPercentage: 75}\n")
 	hpa := r.one(t, "HorizontalPodAutoscaler", fullname)
 	require.Equal(t, float64(2), get(t, hpa, "spec", "minReplicas"))
 	require.Equal(t, float64(7), get(t, hpa, "spec", "maxReplicas"))
@@ -549,7 +550,7 @@ func TestAdvancedScaledObjectOptions(t *testing.T) {
 
 // TestScaledJobRunsDrain checks that the ScaledJob runs `philotes-worker drain` once per job on the buffer depth.
 func TestScaledJobRunsDrain(t *testing.T) {
-	r := mustRender(t, workerChart, "keda:\n  scaledJob: {enabled: true, maxReplicaCount: 4}\n")
+	r := mustRender(t, workerChart, s3Lake+"keda:\n  scaledJob: {enabled: true, maxReplicaCount: 4}\n")
 	require.Empty(t, r.find("ScaledObject"), "keda.enabled stays independent of the ScaledJob")
 	sj := r.one(t, "ScaledJob", fullname+"-drain")
 	pod := get(t, sj, "spec", "jobTargetRef", "template", "spec")
@@ -603,6 +604,7 @@ func TestDeploymentFollowsTheWorkerContract(t *testing.T) {
 	cm := get(t, r.one(t, "ConfigMap", fullname), "data").(map[string]any)
 	for _, k := range []string{"PHILOTES_SLOT", "PHILOTES_PUBLICATION", "PHILOTES_SOURCE_NAME", "PHILOTES_TABLES",
 		"PHILOTES_PROCESSORS", "PHILOTES_BATCH_SIZE", "PHILOTES_ICEBERG_WAREHOUSE", "PHILOTES_ICEBERG_CATALOG_URI",
+		"PHILOTES_ICEBERG_CATALOG_WAREHOUSE", "PHILOTES_S3_ENDPOINT", "PHILOTES_S3_REGION", "PHILOTES_S3_PATH_STYLE",
 		"PHILOTES_ICEBERG_NAMESPACE", "PHILOTES_ICEBERG_COMMIT_INTERVAL", "PHILOTES_ICEBERG_COMMIT_BYTES",
 		"PHILOTES_ICEBERG_MAINTENANCE_INTERVAL", "PHILOTES_ICEBERG_SNAPSHOT_RETENTION", "PHILOTES_ICEBERG_SNAPSHOTS_TO_KEEP",
 		"PHILOTES_ICEBERG_TARGET_FILE_BYTES", "PHILOTES_BACKFILL", "PHILOTES_BACKFILL_WORKERS", "PHILOTES_BACKFILL_CHUNK_ROWS",
@@ -649,7 +651,7 @@ func TestLabelsAndScrapeAnnotations(t *testing.T) {
 // TestPostgresQueryOverrideIsTemplated checks that a PostgreSQL query override is rendered with tpl, e.g. the
 // buffer-depth query of the worker contract for this release's source.
 func TestPostgresQueryOverrideIsTemplated(t *testing.T) {
-	r := mustRender(t, workerChart, "worker: {sourceName: orders}\n"+kedaWith(pgTrigger+`    query: "SELECT COALESCE(sum(events), 0) FROM philotes.event_chunks WHERE source = '{{ include \"philotes-worker.sourceName\" . }}'"
-`))
+	r := mustRender(t, workerChart, mergeValues("worker: {sourceName: orders}\n", kedaWith(pgTrigger+`    query: "SELECT COALESCE(sum(events), 0) FROM philotes.event_chunks WHERE source = '{{ include \"philotes-worker.sourceName\" . }}'"
+`)))
 	require.Equal(t, "SELECT COALESCE(sum(events), 0) FROM philotes.event_chunks WHERE source = 'orders'", metadata(t, triggers(t, r)["postgresql"])["query"])
 }

@@ -315,8 +315,60 @@ All ScaledObject triggers, as YAML list items, in a fixed order.
 {{- end }}
 
 {{/*
-Render-time checks of combinations KEDA or Kubernetes would reject (or that could never work). Each message names
-the value and the fix. Included by the Deployment, which always renders.
+"true" when the warehouse is on object storage (s3:// or s3a://).
+*/}}
+{{- define "philotes-worker.s3Warehouse" -}}
+{{- $w := toString .Values.worker.iceberg.warehouse }}
+{{- if or (hasPrefix "s3://" $w) (hasPrefix "s3a://" $w) }}true{{- end }}
+{{- end }}
+
+{{/*
+PHILOTES_S3_PATH_STYLE: auto, true or false (the value is a boolean or the string "auto").
+*/}}
+{{- define "philotes-worker.s3PathStyle" -}}
+{{- $p := .Values.worker.iceberg.s3.pathStyle }}
+{{- if kindIs "bool" $p }}{{ printf "%t" $p }}{{ else }}{{ toString $p }}{{ end }}
+{{- end }}
+
+{{/*
+Why the release runs (or may run) more than one worker pod at a time, as a comma-separated list of the values
+responsible; empty for a single fixed pod. A file:// warehouse on a per-pod volume loses data in any of these.
+*/}}
+{{- define "philotes-worker.multiPodReasons" -}}
+{{- $v := .Values }}
+{{- $r := list }}
+{{- $reps := include "philotes-worker.num" $v.replicaCount | int64 }}
+{{- $autoscaled := or $v.keda.enabled $v.autoscaling.enabled }}
+{{- if and (not $autoscaled) (gt $reps 1) }}{{ $r = append $r (printf "replicaCount: %d" $reps) }}{{ end }}
+{{- if $v.keda.enabled }}{{ $r = append $r "keda.enabled" }}{{ end }}
+{{- if $v.keda.scaledJob.enabled }}{{ $r = append $r "keda.scaledJob.enabled" }}{{ end }}
+{{- if $v.autoscaling.enabled }}{{ $r = append $r "autoscaling.enabled" }}{{ end }}
+{{- if and $v.backfillJob.enabled (or $autoscaled (gt $reps 0)) }}{{ $r = append $r "backfillJob.enabled next to the Deployment's pods" }}{{ end }}
+{{- join ", " $r }}
+{{- end }}
+
+{{/*
+The data volume's source: dataVolume, with the default emptyDir dropped when another source is set (values merge
+the default `emptyDir: {}` into a user's persistentVolumeClaim), and an emptyDir capped at dataVolumeSizeLimit
+unless it sets its own sizeLimit.
+*/}}
+{{- define "philotes-worker.dataVolumeSource" -}}
+{{- $dv := deepCopy (.Values.dataVolume | default dict) }}
+{{- if gt (len (omit $dv "emptyDir")) 0 }}
+{{- $dv = omit $dv "emptyDir" }}
+{{- else }}
+{{- $ed := get $dv "emptyDir" | default dict }}
+{{- if not (get $ed "sizeLimit") }}
+{{- $_ := set $ed "sizeLimit" .Values.dataVolumeSizeLimit }}
+{{- end }}
+{{- $_ := set $dv "emptyDir" $ed }}
+{{- end }}
+{{- toYaml $dv }}
+{{- end }}
+
+{{/*
+Render-time checks of combinations KEDA or Kubernetes would reject, that could never work, or that lose data. Each
+message names the value, why, and the fix. Included by the Deployment, which always renders.
 */}}
 {{- define "philotes-worker.validate" -}}
 {{- $v := .Values }}
@@ -432,6 +484,36 @@ per interval), so a lag threshold at or below the interval reads steady traffic 
 {{- fail "backfillJob.enabled needs the source database: set database.sourceUrl, or database.existingSecret with the key database.sourceUrlKey (philotes-worker backfill reads the tables from the source)." }}
 {{- end }}
 {{- end }}
+{{- /* Where the lake lives. A file:// warehouse on a volume the pods do not share splits the lake between pods, and
+a deleted pod takes its files while the catalog (in the buffer database) still lists them. */}}
+{{- $ice := $v.worker.iceberg }}
+{{- $wh := toString $ice.warehouse }}
+{{- if and $v.dataVolumeShared (not (get ($v.dataVolume | default dict) "persistentVolumeClaim")) }}
+{{- fail "dataVolumeShared is true but dataVolume has no persistentVolumeClaim: only a ReadWriteMany persistentVolumeClaim that every pod mounts is shared, an emptyDir (the default) or any other volume source is per pod. Set dataVolume: {persistentVolumeClaim: {claimName: <a ReadWriteMany claim>}}, or set dataVolumeShared to false and use an object store (worker.iceberg.warehouse: s3://bucket/prefix with worker.iceberg.s3.*)." }}
+{{- end }}
+{{- if hasPrefix "file://" $wh }}
+{{- $many := include "philotes-worker.multiPodReasons" . }}
+{{- if and $many (not $v.dataVolumeShared) }}
+{{- fail (printf "worker.iceberg.warehouse is %s on a per-pod volume (dataVolumeShared is false), but the release runs more than one pod (%s): each pod would write its own lake and a deleted pod deletes its files while the catalog still lists them. Use an object store (worker.iceberg.warehouse: s3://bucket/prefix with worker.iceberg.s3.*), or a ReadWriteMany persistentVolumeClaim as dataVolume with dataVolumeShared: true." $wh $many) }}
+{{- end }}
+{{- end }}
+{{- $s3 := $ice.s3 }}
+{{- if not (include "philotes-worker.s3Warehouse" .) }}
+{{- $set := list }}
+{{- range $k := list "endpoint" "region" "existingSecret" "sessionTokenKey" }}
+{{- if index $s3 $k }}{{ $set = append $set (printf "worker.iceberg.s3.%s" $k) }}{{ end }}
+{{- end }}
+{{- if ne (include "philotes-worker.s3PathStyle" .) "auto" }}{{ $set = append $set "worker.iceberg.s3.pathStyle" }}{{ end }}
+{{- if $set }}
+{{- fail (printf "%s set but worker.iceberg.warehouse is %s, not s3:// or s3a://: the S3 settings apply only to an object-store warehouse and would be ignored. Set worker.iceberg.warehouse to s3://bucket/prefix, or remove %s." (join ", " $set) $wh (join ", " $set)) }}
+{{- end }}
+{{- end }}
+{{- if and $s3.sessionTokenKey (not $s3.existingSecret) }}
+{{- fail "worker.iceberg.s3.sessionTokenKey is set but worker.iceberg.s3.existingSecret is empty: the session token is read from that Secret, next to the access keys. Name the Secret in worker.iceberg.s3.existingSecret, or leave worker.iceberg.s3.sessionTokenKey empty (without static keys the AWS SDK default chain, e.g. IRSA, supplies temporary credentials itself)." }}
+{{- end }}
+{{- if and $ice.catalogWarehouse (not $ice.catalogUri) }}
+{{- fail (printf "worker.iceberg.catalogWarehouse (%s) is set but worker.iceberg.catalogUri is empty: the warehouse name is sent only to a REST catalog, and the SQL catalog in the buffer database has no named warehouses. Set worker.iceberg.catalogUri to the REST catalog (e.g. http://lakekeeper:8181/catalog), or leave worker.iceberg.catalogWarehouse empty." $ice.catalogWarehouse) }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -485,6 +567,27 @@ containers:
             key: {{ $v.database.bufferUrlKey }}
             optional: {{ not $v.database.bufferUrl }}
       {{- end }}
+      {{- with $v.worker.iceberg.s3 }}
+      {{- if .existingSecret }}
+      - name: PHILOTES_S3_ACCESS_KEY_ID
+        valueFrom:
+          secretKeyRef:
+            name: {{ .existingSecret }}
+            key: {{ .accessKeyIdKey }}
+      - name: PHILOTES_S3_SECRET_ACCESS_KEY
+        valueFrom:
+          secretKeyRef:
+            name: {{ .existingSecret }}
+            key: {{ .secretAccessKeyKey }}
+      {{- if .sessionTokenKey }}
+      - name: PHILOTES_S3_SESSION_TOKEN
+        valueFrom:
+          secretKeyRef:
+            name: {{ .existingSecret }}
+            key: {{ .sessionTokenKey }}
+      {{- end }}
+      {{- end }}
+      {{- end }}
       {{- with $v.worker.extraEnv }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
@@ -515,9 +618,10 @@ containers:
         mountPath: /tmp
 volumes:
   - name: data
-    {{- toYaml $v.dataVolume | nindent 4 }}
+    {{- include "philotes-worker.dataVolumeSource" $ctx | nindent 4 }}
   - name: tmp
-    emptyDir: {}
+    emptyDir:
+      sizeLimit: {{ $v.tmpVolumeSizeLimit | quote }}
 {{- with $v.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}

@@ -11,6 +11,15 @@ Metrics, health and readiness: port {{ include "philotes-worker.num" .Values.wor
 WARNING: database.sourceUrl and database.existingSecret are both empty: the worker cannot start its reader.
          Set database.sourceUrl, or database.existingSecret with key {{ .Values.database.sourceUrlKey }}.
 {{- end }}
+{{- $wh := toString .Values.worker.iceberg.warehouse }}
+{{- if and (hasPrefix "file://" $wh) (not (get (.Values.dataVolume | default dict) "persistentVolumeClaim")) }}
+
+WARNING: worker.iceberg.warehouse is {{ $wh }} on the pod's own data volume (dataVolume,
+         an emptyDir by default): the lake is deleted with the pod (a rollout after `helm upgrade`, an eviction, a
+         node drain), while the catalog in the buffer database still lists its files. Fine for a throwaway try; for
+         anything else use an object store (worker.iceberg.warehouse: s3://bucket/prefix with worker.iceberg.s3.*,
+         see "Object storage (S3)" in the chart README) or a persistentVolumeClaim as dataVolume.
+{{- end }}
 {{- if .Values.keda.enabled }}
 
 Autoscaling: KEDA ScaledObject {{ include "philotes-worker.fullname" . }}, {{ include "philotes-worker.keda.min" . }}..{{ include "philotes-worker.num" .Values.keda.maxReplicas }} replicas.
