@@ -1,9 +1,10 @@
 // Package node plays the kubelet for the end-to-end stack: it registers a
 // Node, binds Pending pods to it, and runs each pod's containers as local
 // processes inside the stack's network namespace, each pod with its own
-// loopback address as podIP. It uses the virtual-kubelet library for the
-// node and pod controllers; this package adds the scheduler loop and the
-// process provider.
+// loopback address as podIP and its volumes bound in a private mount
+// namespace per container (see volumes.go). It uses the virtual-kubelet
+// library for the node and pod controllers; this package adds the scheduler
+// loop and the process provider.
 package node
 
 import (
@@ -40,7 +41,9 @@ type Config struct {
 	Kube kubernetes.Interface
 	// NS is the stack's network namespace; pods run and are probed there.
 	NS *netns.Namespace
-	// Dir holds each pod's working folder and container logs.
+	// Dir holds each pod's working folder (pods/<namespace>_<name>: container
+	// logs, emptyDir volumes under volumes/) and the persistentVolumeClaim
+	// folders (pvc/<namespace>_<claim>).
 	Dir string
 	// DefaultBinary runs every container whose image is not in Binaries.
 	DefaultBinary string

@@ -49,6 +49,7 @@ type podRun struct {
 	conts    []*containerRun
 	ready    bool
 	deleting bool
+	purge    bool // remove the pod's emptyDir volumes once its processes have exited
 	stopOnce sync.Once
 	stopped  chan struct{}
 }
@@ -58,6 +59,7 @@ type containerRun struct {
 	bin      string
 	args     []string
 	env      []string
+	mounts   []volumeMount
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	state    corev1.ContainerState
@@ -170,19 +172,42 @@ func (p *provider) CreatePod(_ context.Context, pod *corev1.Pod) error {
 		delete(p.ips, ip)
 		return fmt.Errorf("create pod dir: %w", err)
 	}
+	fail := func(err error) error {
+		delete(p.ips, ip)
+		p.removeVolumes(r)
+		return fmt.Errorf("pod %s: %w", key, err)
+	}
+	vols, skipped, err := p.podVolumes(pod, r.dir)
+	if err != nil {
+		return fail(err)
+	}
+	known := map[string]bool{}
+	for _, v := range pod.Spec.Volumes {
+		known[v.Name] = true
+	}
 	for _, c := range pod.Spec.Containers {
 		bin, args, err := p.resolve(c)
 		if err != nil {
-			delete(p.ips, ip)
-			return err
+			return fail(err)
 		}
-		r.conts = append(r.conts, &containerRun{spec: c, bin: bin, args: args, env: containerEnv(c, ip)})
+		mounts, err := containerMounts(c, vols, known)
+		if err != nil {
+			return fail(err)
+		}
+		if _, _, err := mountArgs(bin, args, mounts); err != nil {
+			return fail(fmt.Errorf("container %s: %w", c.Name, err))
+		}
+		r.conts = append(r.conts, &containerRun{spec: c, bin: bin, args: args, env: containerEnv(c, ip), mounts: mounts})
+	}
+	if len(pod.Spec.Volumes) > 0 {
+		p.log.Info("pod volumes", "pod", key, "volumes", describeVolumes(pod, vols), "skipped", strings.Join(skipped, ", "))
 	}
 	now := metav1.Now()
 	r.pod.Status = corev1.PodStatus{Phase: corev1.PodPending, StartTime: &now, HostIP: "127.0.0.1", PodIP: ip,
 		PodIPs: []corev1.PodIP{{IP: ip}}, HostIPs: []corev1.HostIP{{IP: "127.0.0.1"}}}
 	for _, c := range r.conts {
 		if err := p.startContainer(r, c); err != nil {
+			r.purge = true
 			p.stopPodLocked(r, 0)
 			return err
 		}
@@ -201,6 +226,15 @@ func (p *provider) startContainer(r *podRun, c *containerRun) error {
 		return fmt.Errorf("open container log: %w", err)
 	}
 	cmd := p.cfg.NS.Command(c.bin, c.args...)
+	if len(c.mounts) > 0 {
+		name, args, err := mountArgs(c.bin, c.args, c.mounts)
+		if err != nil {
+			logFile.Close()
+			return fmt.Errorf("start container %s: %w", c.spec.Name, err)
+		}
+		cmd = p.cfg.NS.Command(name, args...)
+		p.log.Info("container command", "pod", podKey(r.pod.Namespace, r.pod.Name), "container", c.spec.Name, "argv", cmd.Args)
+	}
 	cmd.Env = c.env
 	cmd.Dir = r.dir
 	cmd.Stdout = logFile
@@ -416,6 +450,7 @@ func (p *provider) DeletePod(_ context.Context, pod *corev1.Pod) error {
 	}
 	r.pod.DeletionTimestamp = pod.DeletionTimestamp
 	r.pod.DeletionGracePeriodSeconds = pod.DeletionGracePeriodSeconds
+	r.purge = true
 	p.stopPodLocked(r, time.Duration(grace)*time.Second)
 	return nil
 }
@@ -452,6 +487,14 @@ func (p *provider) stopPodLocked(r *podRun, grace time.Duration) {
 			for _, c := range running {
 				<-c.exited
 			}
+			// The pod stays in p.pods until its volumes are gone, so a new
+			// pod of the same name cannot start on them meanwhile.
+			p.mu.Lock()
+			purge := r.purge
+			p.mu.Unlock()
+			if purge {
+				p.removeVolumes(r)
+			}
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			for _, c := range r.conts {
@@ -469,6 +512,14 @@ func (p *provider) stopPodLocked(r *podRun, grace time.Duration) {
 			}
 		}()
 	})
+}
+
+// removeVolumes deletes the pod's emptyDir volumes (claims stay).
+func (p *provider) removeVolumes(r *podRun) {
+	dir := filepath.Join(r.dir, "volumes")
+	if err := os.RemoveAll(dir); err != nil {
+		p.log.Warn("remove pod volumes", "pod", podKey(r.pod.Namespace, r.pod.Name), "dir", dir, "err", err)
+	}
 }
 
 // finishDelete removes a pod whose processes have all exited from the
