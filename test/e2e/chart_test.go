@@ -27,11 +27,13 @@ func TestChart(t *testing.T) {
 	depthFile, setDepth := fakeDepth(t)
 
 	const ns, name = "e2e", "philotes-worker"
+	lakeVals, _ := chartLake(t, s, ns) // the chart refuses a per-pod file:// warehouse under KEDA
 	values := map[string]any{
 		"image":                         map[string]any{"repository": "philotes-worker", "tag": "e2e"},
 		"terminationGracePeriodSeconds": 10,
 		"worker": map[string]any{
 			"shutdownTimeoutSeconds": 5,
+			"iceberg":                lakeVals,
 			"extraEnv":               []any{map[string]any{"name": "FAKEWORKER_DEPTH_FILE", "value": depthFile}},
 		},
 		"database": map[string]any{

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -34,7 +33,8 @@ func TestChartWorker(t *testing.T) {
 	}
 
 	const ns, name = "e2e", "philotes-worker"
-	values := realWorkerValues("file://"+filepath.Join(t.TempDir(), "warehouse"), nil, map[string]any{
+	lakeVals, _ := chartLake(t, s, ns)
+	values := realWorkerValues(lakeVals, nil, map[string]any{
 		"enabled":         true,
 		"minReplicas":     1,
 		"maxReplicas":     3,

@@ -217,9 +217,16 @@ func installChart(t *testing.T, s *stack.Stack, ns, name string, values map[stri
 }
 
 // fakeDepth returns the file the stand-in worker reads its buffer depth from, and a setter; the depth starts at 0.
+// It is a test's control channel, not a volume: it lives outside /tmp, which every chart pod has as its own
+// emptyDir.
 func fakeDepth(t *testing.T) (string, func(int)) {
 	t.Helper()
-	file := filepath.Join(t.TempDir(), "depth")
+	dir, err := os.MkdirTemp("/var/tmp", "philotes-e2e-depth-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	file := filepath.Join(dir, "depth")
 	set := func(v int) {
 		t.Helper()
 		if err := os.WriteFile(file, fmt.Appendf(nil, "%d\n", v), 0o644); err != nil {
@@ -262,20 +269,21 @@ func chartPostgresTrigger(activation string) map[string]any {
 }
 
 // realWorkerValues are the worker chart's values for the real worker against
-// the stack's databases (20 s grace, 10 s shutdown timeout, a file://
-// warehouse, 1 s commit interval, maintenance every 30 s), with worker
-// settings merged in (an "iceberg" map replaces these) and keda as given.
-func realWorkerValues(warehouse string, worker, keda map[string]any) map[string]any {
-	w := map[string]any{
-		"shutdownTimeoutSeconds": 10,
+// the stack's databases (20 s grace, 10 s shutdown timeout, the lake's
+// worker.iceberg values from chartLake, 1 s commit interval, maintenance every
+// 30 s), with worker settings merged in (an "iceberg" map replaces these) and
+// keda as given.
+func realWorkerValues(lake map[string]any, worker, keda map[string]any) map[string]any {
+	ice := map[string]any{
 		// A 1 s commit interval keeps philotes_cdc_lag_seconds (which includes up to one commit interval) far
 		// below the scenarios' lag thresholds of a few seconds; the chart refuses lag thresholds at or below it.
-		"iceberg": map[string]any{
-			"warehouse":                  warehouse,
-			"commitIntervalSeconds":      1,
-			"maintenanceIntervalSeconds": 30,
-		},
+		"commitIntervalSeconds":      1,
+		"maintenanceIntervalSeconds": 30,
 	}
+	for k, v := range lake {
+		ice[k] = v
+	}
+	w := map[string]any{"shutdownTimeoutSeconds": 10, "iceberg": ice}
 	for k, v := range worker {
 		w[k] = v
 	}

@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"fmt"
 	"net"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -15,7 +16,10 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	iceberg "github.com/apache/iceberg-go"
 	sqlcat "github.com/apache/iceberg-go/catalog/sql"
+	_ "github.com/apache/iceberg-go/io/gocloud/s3" // the lake is in the stack's object store
 	"github.com/apache/iceberg-go/table"
+	"github.com/apache/iceberg-go/utils"
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 
@@ -24,9 +28,26 @@ import (
 )
 
 // lake reads the worker's Iceberg tables through the SQL catalog in the
-// buffer database (the worker's default catalog), over the namespace.
+// buffer database (the worker's default catalog) and the files in the
+// stack's object store, both over the namespace.
 type lake struct {
 	cat *sqlcat.Catalog
+	aws *aws.Config // reaches the object store through the namespace
+}
+
+// chartLake makes a bucket named after the test and the Secret with its keys
+// in namespace ns, and returns the chart's worker.iceberg values for it.
+func chartLake(t *testing.T, s *stack.Stack, ns string) (values map[string]any, warehouse string) {
+	t.Helper()
+	bucket := strings.Trim(strings.ToLower(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.Name(), "-")), "-")
+	if len(bucket) > 50 {
+		bucket = bucket[:50]
+	}
+	values, warehouse, err := s.ChartLake(t.Context(), ns, bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return values, warehouse
 }
 
 func openLake(t *testing.T, s *stack.Stack, warehouse string) lake {
@@ -41,12 +62,19 @@ func openLake(t *testing.T, s *stack.Stack, warehouse string) lake {
 	cfg.LookupFunc = func(ctx context.Context, host string) ([]string, error) { return []string{host}, nil }
 	db := stdlib.OpenDB(*cfg)
 	t.Cleanup(func() { db.Close() })
-	return lake{cat: newSQLCatalog(t, db, warehouse)}
+	return lake{cat: newSQLCatalog(t, db, warehouse, s.S3Properties()), aws: s.AWSConfig()}
 }
 
-func newSQLCatalog(t *testing.T, db *sql.DB, warehouse string) *sqlcat.Catalog {
+// ctx gives iceberg-go the namespace's dialer for the object store.
+func (l lake) ctx(ctx context.Context) context.Context { return utils.WithAwsConfig(ctx, l.aws) }
+
+func newSQLCatalog(t *testing.T, db *sql.DB, warehouse string, props map[string]string) *sqlcat.Catalog {
 	t.Helper()
-	cat, err := sqlcat.NewCatalog("philotes", db, sqlcat.Postgres, iceberg.Properties{"warehouse": warehouse})
+	p := iceberg.Properties{"warehouse": warehouse}
+	for k, v := range props {
+		p[k] = v
+	}
+	cat, err := sqlcat.NewCatalog("philotes", db, sqlcat.Postgres, p)
 	if err != nil {
 		t.Fatalf("iceberg sql catalog: %v", err)
 	}
@@ -58,7 +86,7 @@ func newSQLCatalog(t *testing.T, db *sql.DB, warehouse string) *sqlcat.Catalog {
 func (l lake) inserts(ctx context.Context, sourceTable string) (map[int64]int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return lakecheck.Inserts(ctx, l.cat, "philotes", sourceTable)
+	return lakecheck.Inserts(l.ctx(ctx), l.cat, "philotes", sourceTable)
 }
 
 // waitInLake waits until ids 1..n are all in the lake.
@@ -139,7 +167,7 @@ type lakeRow struct {
 // rows reads every row of the lake table name (<schema>_<table> in the
 // namespace philotes). It fails while the table does not exist.
 func (l lake) rows(ctx context.Context, name string) ([]lakeRow, error) {
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	ctx, cancel := context.WithTimeout(l.ctx(ctx), 60*time.Second)
 	defer cancel()
 	tbl, err := l.cat.LoadTable(ctx, table.Identifier{"philotes", name})
 	if err != nil {

@@ -399,11 +399,11 @@ type knobs struct {
 // scenarios is the state the phases share: one stack, one release, the
 // source rows written so far.
 type scenarios struct {
-	s         *stack.Stack
-	rel       *chart.Release
-	src, buf  *pgx.Conn
-	lk        lake
-	warehouse string
+	s        *stack.Stack
+	rel      *chart.Release
+	src, buf *pgx.Conn
+	lk       lake
+	lakeVals map[string]any // the chart's worker.iceberg values: an s3:// warehouse
 
 	mu         sync.Mutex
 	written    map[string]int // source table -> ids 1..n written
@@ -414,10 +414,12 @@ type scenarios struct {
 func newScenarios(t *testing.T) *scenarios {
 	s := startStack(t)
 	startNode(t, s, workerBinary(t))
-	sc := &scenarios{s: s, warehouse: "file://" + filepath.Join(t.TempDir(), "warehouse"), written: map[string]int{}, backfilled: map[string]int{}}
+	sc := &scenarios{s: s, written: map[string]int{}, backfilled: map[string]int{}}
 	sc.src = connect(t, s, stack.SourceDB)
 	sc.buf = connect(t, s, stack.BufferDB)
-	sc.lk = openLake(t, s, sc.warehouse)
+	var warehouse string
+	sc.lakeVals, warehouse = chartLake(t, s, scNS)
+	sc.lk = openLake(t, s, warehouse)
 
 	// The publication, as a DBA would create it before installing: the tables of the public schema, those
 	// there now and those created later. A table of another schema joins it with ALTER PUBLICATION (the
@@ -471,7 +473,7 @@ func (sc *scenarios) values(k knobs) map[string]any {
 		keda["minReplicaCount"] = 0
 		keda["postgresql"] = chartPostgresTrigger("") // the chart's default wake-up threshold
 	}
-	return realWorkerValues(sc.warehouse, map[string]any{
+	return realWorkerValues(sc.lakeVals, map[string]any{
 		"slot":        scSlot,
 		"publication": scPub,
 		"processors":  1,

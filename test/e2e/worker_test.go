@@ -64,6 +64,10 @@ func TestWorkerPod(t *testing.T) {
 		t.Fatalf("create source table: %v", err)
 	}
 
+	if err := s.CreateBucket(ctx, "worker"); err != nil {
+		t.Fatal(err)
+	}
+	const warehouse = "s3://worker/lake"
 	grace := int64(30)
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "worker", Namespace: "default", Annotations: map[string]string{
@@ -78,7 +82,10 @@ func TestWorkerPod(t *testing.T) {
 				Env: []corev1.EnvVar{
 					{Name: "PHILOTES_SOURCE_URL", Value: stack.PostgresURL(stack.SourceDB)},
 					{Name: "PHILOTES_BUFFER_URL", Value: stack.PostgresURL(stack.BufferDB)},
-					{Name: "PHILOTES_ICEBERG_WAREHOUSE", Value: "file://" + filepath.Join(t.TempDir(), "warehouse")},
+					{Name: "PHILOTES_ICEBERG_WAREHOUSE", Value: warehouse},
+					{Name: "PHILOTES_S3_ENDPOINT", Value: stack.S3Endpoint},
+					{Name: "PHILOTES_S3_ACCESS_KEY_ID", Value: s.S3.AccessKeyID},
+					{Name: "PHILOTES_S3_SECRET_ACCESS_KEY", Value: s.S3.SecretAccessKey},
 					{Name: "PHILOTES_HTTP_ADDR", Value: ":8080"},
 					{Name: "PHILOTES_SHUTDOWN_TIMEOUT", Value: "10s"},
 				},

@@ -40,8 +40,8 @@ func TestZeroWakeNoLoss(t *testing.T) {
 		slot       = "philotes_cdc"
 		activation = 20000 // unconfirmed WAL bytes that wake it
 	)
-	warehouse := "file://" + filepath.Join(t.TempDir(), "warehouse")
-	values := realWorkerValues(warehouse, map[string]any{"slot": slot}, map[string]any{
+	lakeVals, warehouse := chartLake(t, s, ns)
+	values := realWorkerValues(lakeVals, map[string]any{"slot": slot}, map[string]any{
 		"enabled":         true,
 		"minReplicaCount": 0,
 		"maxReplicas":     2,

@@ -2,8 +2,8 @@
 // private network namespace: etcd, kube-apiserver, kube-controller-manager,
 // the KEDA operator and metrics adapter (reached by the aggregator through an
 // ExternalName Service), Prometheus scraping the pods it finds on the
-// apiserver (by their prometheus.io annotations), and
-// PostgreSQL with wal_level=logical. Every process is tracked by PID and
+// apiserver (by their prometheus.io annotations),
+// PostgreSQL with wal_level=logical, and an S3 server (the lake's object store). Every process is tracked by PID and
 // stopped by Stop.
 package stack
 
@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/philotes/philotes-worker/internal/s3test"
 	"github.com/philotes/philotes-worker/test/e2e/netns"
 )
 
@@ -101,7 +102,7 @@ func (c *Config) withDefaults() error {
 
 // Binaries are the paths of the programs the stack runs.
 type Binaries struct {
-	Etcd, APIServer, ControllerManager, KEDAOperator, KEDAAdapter, Prometheus, PGBin string
+	Etcd, APIServer, ControllerManager, KEDAOperator, KEDAAdapter, Prometheus, PGBin, S3 string
 }
 
 // FindBinaries locates the built tools and fails naming every missing one.
@@ -113,9 +114,10 @@ func FindBinaries(toolsDir string, withKEDA bool) (Binaries, error) {
 		KEDAOperator:      filepath.Join(toolsDir, "keda-"+KEDAVersion, "bin", "keda-operator"),
 		KEDAAdapter:       filepath.Join(toolsDir, "keda-"+KEDAVersion, "bin", "keda-adapter"),
 		Prometheus:        "/usr/bin/prometheus",
+		S3:                filepath.Join(toolsDir, "versitygw-"+s3test.Version, "bin", "versitygw"),
 	}
 	var errs []error
-	need := []string{b.Etcd, b.APIServer, b.ControllerManager, b.Prometheus}
+	need := []string{b.Etcd, b.APIServer, b.ControllerManager, b.Prometheus, b.S3}
 	if withKEDA {
 		need = append(need, b.KEDAOperator, b.KEDAAdapter)
 	}
@@ -146,6 +148,8 @@ type Stack struct {
 	Dynamic dynamic.Interface
 	// HTTP reaches loopback services inside the namespace (Prometheus, pods).
 	HTTP *http.Client
+	// S3 are the keys of the object store at S3Endpoint.
+	S3 S3Credentials
 
 	cfg           Config
 	bins          Binaries
@@ -208,6 +212,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		{"cluster objects", s.applyClusterObjects},
 		{"keda", s.startKEDA},
 		{"prometheus", s.startPrometheus},
+		{"s3", s.startS3},
 		{"postgres", func(ctx context.Context) error { return s.waitPostgres(ctx, pg) }},
 	}
 	for _, st := range steps {

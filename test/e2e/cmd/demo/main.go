@@ -90,6 +90,12 @@ func run(o options, log *slog.Logger) error {
 	}
 
 	const ns, name = "philotes", "philotes-worker"
+	// The lake is a bucket in the stack's S3 server: pods do not share a disk.
+	lake, warehouse, err := s.ChartLake(ctx, ns, "demo")
+	if err != nil {
+		return err
+	}
+	fmt.Println("demo: lake at", warehouse, "on", stack.S3Endpoint)
 	values := map[string]any{
 		"image":                         map[string]any{"repository": "philotes-worker", "tag": "demo"},
 		"terminationGracePeriodSeconds": 20,
@@ -97,7 +103,7 @@ func run(o options, log *slog.Logger) error {
 			"shutdownTimeoutSeconds": 10,
 			"processors":             1,
 			"batchSize":              2000,
-			"iceberg":                map[string]any{"warehouse": "file://" + filepath.Join(s.Dir, "warehouse")},
+			"iceberg":                lake,
 		},
 		"database": map[string]any{"sourceUrl": stack.PostgresURL(stack.SourceDB), "bufferUrl": stack.PostgresURL(stack.BufferDB)},
 		"keda": map[string]any{
