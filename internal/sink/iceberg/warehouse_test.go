@@ -73,6 +73,21 @@ func TestS3Warehouse(t *testing.T) {
 		require.Regexp(t, `^s3://lake/warehouse/`, tbl.Location())
 	})
 
+	t.Run("keys from the AWS SDK's default chain", func(t *testing.T) {
+		// No static keys in the properties: the SDK reads AWS_* variables (as it reads a web identity token
+		// under IRSA).
+		t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
+		t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+		t.Setenv("AWS_CONFIG_FILE", "/dev/null")
+		t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+		ctx := testContext(t, time.Minute)
+		s := newTestSink(t, s3cfg(func(p map[string]string) {
+			delete(p, "s3.access-key-id")
+			delete(p, "s3.secret-access-key")
+		}))
+		writeAndCommit(t, ctx, s, 1, idTC(idRange(1, 10)...))
+	})
+
 	// A port nothing listens on: connection refused.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
