@@ -39,16 +39,7 @@ func TestBackfillSettingsReachTheWorker(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var r *Rendered
-			if tc.set != nil {
-				r = mustRenderValues(t, workerChart, tc.set)
-			} else {
-				r = mustRender(t, workerChart, tc.values)
-			}
-			cm := get(t, r.one(t, "ConfigMap", fullname), "data").(map[string]any)
-			for k, v := range tc.want {
-				require.Equal(t, v, cm[k], k)
-			}
+			requireConfigMap(t, tc.values, tc.set, tc.want)
 		})
 	}
 }

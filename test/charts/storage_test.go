@@ -276,17 +276,7 @@ func TestS3SettingsReachTheConfigMap(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var r *Rendered
-			if tc.set != nil {
-				r = mustRenderValues(t, workerChart, tc.set)
-			} else {
-				r = mustRender(t, workerChart, tc.values)
-			}
-			cm := get(t, r.one(t, "ConfigMap", fullname), "data").(map[string]any)
-			for k, v := range tc.want {
-				require.Contains(t, cm, k)
-				require.Equal(t, v, cm[k], k)
-			}
+			requireConfigMap(t, tc.values, tc.set, tc.want)
 		})
 	}
 }
@@ -353,5 +343,22 @@ func TestChartVariablesAreTheWorkers(t *testing.T) {
 	}
 	for _, n := range names {
 		require.True(t, known[n], "the chart sets %s, which internal/config/config.go does not read", n)
+	}
+}
+
+// requireConfigMap renders the worker chart with values (YAML), or with set when it is not nil (as --set
+// would pass them), and requires each variable of want in its ConfigMap with that value.
+func requireConfigMap(t *testing.T, values string, set map[string]any, want map[string]string) {
+	t.Helper()
+	var r *Rendered
+	if set != nil {
+		r = mustRenderValues(t, workerChart, set)
+	} else {
+		r = mustRender(t, workerChart, values)
+	}
+	cm := get(t, r.one(t, "ConfigMap", fullname), "data").(map[string]any)
+	for k, v := range want {
+		require.Contains(t, cm, k)
+		require.Equal(t, v, cm[k], k)
 	}
 }

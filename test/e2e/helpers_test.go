@@ -153,27 +153,8 @@ func startStackWith(t *testing.T, cfg stack.Config) *stack.Stack {
 // then stops its pods.
 func startNode(t *testing.T, s *stack.Stack, binary string) {
 	t.Helper()
-	n, err := node.New(node.Config{Kube: s.Kube, NS: s.NS, Dir: s.Dir, DefaultBinary: binary, Logger: testLogger(t),
+	runNode(t, node.Config{Kube: s.Kube, NS: s.NS, Dir: s.Dir, DefaultBinary: binary, Logger: testLogger(t),
 		ShutdownGrace: 10 * time.Second})
-	if err != nil {
-		t.Fatalf("node: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("node: %v", err)
-		}
-	})
-	select {
-	case <-n.Ready():
-	case err := <-done:
-		t.Fatalf("node stopped before ready: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("node not ready after 60s")
-	}
 }
 
 // promQuery returns the single value of an instant query.

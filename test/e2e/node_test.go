@@ -350,8 +350,7 @@ func waitPodGone(t *testing.T, s *stack.Stack, ns, name string, timeout time.Dur
 	})
 }
 
-// runNode runs a node with cfg until the test ends, then stops its pods:
-// startNode with a configuration.
+// runNode runs a node with cfg until the test ends, then stops its pods.
 func runNode(t *testing.T, cfg node.Config) {
 	t.Helper()
 	n, err := node.New(cfg)

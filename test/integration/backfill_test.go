@@ -190,12 +190,13 @@ func requireReplayEqualsSource(t *testing.T, s setup, tables []backfillTable) {
 	}
 }
 
-// waitBackfillDone waits until every table's backfill is done and everything reached the lake.
+// waitBackfillDone waits until every table's backfill is done: every chunk's rows are in the buffer. (Whether
+// they reached the lake is waitCaughtUp's question, once the churn has stopped: while it runs, the buffer need
+// never be empty at the moment it is looked at.)
 func (s setup) waitBackfillDone(t *testing.T, tables int, timeout time.Duration) {
 	t.Helper()
-	eventually(t, "backfill done and delivered", timeout, func() bool {
-		return s.count(t, `SELECT count(*) FROM philotes.backfill_tables WHERE done_at IS NOT NULL`) == int64(tables) &&
-			s.bufferDepth(t) == 0 && s.count(t, `SELECT count(*) FROM philotes.pending_files`) == 0
+	eventually(t, "every table's backfill done", timeout, func() bool {
+		return s.count(t, `SELECT count(*) FROM philotes.backfill_tables WHERE done_at IS NOT NULL`) == int64(tables)
 	})
 }
 

@@ -23,6 +23,7 @@ import (
 	iceberg "github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/catalog"
 	sqlcat "github.com/apache/iceberg-go/catalog/sql"
+	_ "github.com/apache/iceberg-go/io/gocloud/s3" // every warehouse is a bucket on the test S3 server
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
@@ -86,9 +87,9 @@ func newSetup(t *testing.T, name, ddl string) setup {
 	t.Helper()
 	name = fmt.Sprintf("%s_%d", name, runs.Add(1)) // unique across -count runs
 	s := setup{
-		name:      name,
-		srcURL:    server.MustCreateDatabase(t, name+"_src"),
-		bufURL:    server.MustCreateDatabase(t, name+"_buf"),
+		name:   name,
+		srcURL: server.MustCreateDatabase(t, name+"_src"),
+		bufURL: server.MustCreateDatabase(t, name+"_buf"),
 	}
 	bucket := strings.ReplaceAll(name, "_", "-") // bucket names take no underscores
 	s3.MustCreateBucket(t, bucket)
@@ -141,11 +142,11 @@ func execIn(t *testing.T, url, sql string, args ...any) {
 
 func (s setup) env() []string {
 	return append(s3.Env(),
-		"PHILOTES_SOURCE_URL=" + s.srcURL,
-		"PHILOTES_BUFFER_URL=" + s.bufURL,
-		"PHILOTES_SLOT=" + s.name,
-		"PHILOTES_PUBLICATION=" + s.name + "_pub",
-		"PHILOTES_ICEBERG_WAREHOUSE=" + s.warehouse,
+		"PHILOTES_SOURCE_URL="+s.srcURL,
+		"PHILOTES_BUFFER_URL="+s.bufURL,
+		"PHILOTES_SLOT="+s.name,
+		"PHILOTES_PUBLICATION="+s.name+"_pub",
+		"PHILOTES_ICEBERG_WAREHOUSE="+s.warehouse,
 		"PHILOTES_READER_RETRY_INTERVAL=200ms",
 		"PHILOTES_STATS_INTERVAL=200ms",
 		"PHILOTES_IDLE_POLL_INTERVAL=50ms",

@@ -224,6 +224,35 @@ func TestBadConfigurationIsRefused(t *testing.T) {
 	}
 }
 
+// A warehouse that cannot work as configured stops start-up with exit status 2 and a message naming the setting
+// (the worker writes a probe object at start), without printing the secret; before this, the worker turned ready
+// and every batch failed.
+func TestUnusableWarehouseIsRefused(t *testing.T) {
+	s := newSetup(t, "badlake", ordersDDL)
+	cases := []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"missing bucket", []string{"PHILOTES_ICEBERG_WAREHOUSE=s3://no-such-bucket/lake"}, "the bucket does not exist"},
+		{"wrong secret", []string{"PHILOTES_S3_SECRET_ACCESS_KEY=not-the-secret"}, "check PHILOTES_S3_SECRET_ACCESS_KEY"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, binary, "run")
+			cmd.Env = append(s.env(), append(tc.env, "PHILOTES_HTTP_ADDR=127.0.0.1:0")...)
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			require.True(t, errors.As(err, &exit), "must fail: %v\n%s", err, out)
+			require.Equal(t, 2, exit.ExitCode(), "%s", out)
+			require.Contains(t, string(out), tc.want)
+			require.NotContains(t, string(out), s3.SecretKey)
+		})
+	}
+}
+
 // With the buffer in the source database (the default), the worker's own writes (buffer, Iceberg SQL catalog)
 // are not replicated back into the lake: only the user's table arrives, and the buffer empties.
 func TestBufferInSourceDatabaseDoesNotLoop(t *testing.T) {
