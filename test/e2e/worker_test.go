@@ -84,6 +84,7 @@ func TestWorkerPod(t *testing.T) {
 					{Name: "PHILOTES_BUFFER_URL", Value: stack.PostgresURL(stack.BufferDB)},
 					{Name: "PHILOTES_ICEBERG_WAREHOUSE", Value: warehouse},
 					{Name: "PHILOTES_S3_ENDPOINT", Value: stack.S3Endpoint},
+					{Name: "PHILOTES_S3_REGION", Value: stack.S3Region},
 					{Name: "PHILOTES_S3_ACCESS_KEY_ID", Value: s.S3.AccessKeyID},
 					{Name: "PHILOTES_S3_SECRET_ACCESS_KEY", Value: s.S3.SecretAccessKey},
 					{Name: "PHILOTES_HTTP_ADDR", Value: ":8080"},

@@ -108,6 +108,10 @@ func classifyWarehouseErr(op, location string, err error) error {
 			return fmt.Errorf("%w: %s: %s a probe object: %s (%s)", ErrWarehouse, location, op, hint, apiErr.ErrorCode())
 		}
 	}
+	if strings.Contains(err.Error(), "failed to resolve service endpoint") {
+		// The SDK could not even build the request URL: a setting is missing or wrong, e.g. no region.
+		return fmt.Errorf("%w: %s: %s a probe object: the S3 request cannot be built from the settings: set PHILOTES_S3_REGION (or AWS_REGION), and check PHILOTES_S3_ENDPOINT: %w", ErrWarehouse, location, op, err)
+	}
 	if errors.Is(err, fs.ErrPermission) {
 		return fmt.Errorf("%w: %s: %s a probe file: permission denied: the worker's user must be able to write the folder", ErrWarehouse, location, op)
 	}

@@ -105,8 +105,13 @@ func TestS3Warehouse(t *testing.T) {
 		{"wrong secret", "", func(p map[string]string) { p["s3.secret-access-key"] = "wrong" }, true, "PHILOTES_S3_SECRET_ACCESS_KEY"},
 		{"unknown key", "", func(p map[string]string) { p["s3.access-key-id"] = "nobody" }, true, "PHILOTES_S3_ACCESS_KEY_ID"},
 		{"unwritable folder", "file:///proc/version/warehouse", nil, true, "probe file"},
+		{"no region", "", func(p map[string]string) { delete(p, "s3.region") }, true, "PHILOTES_S3_REGION"},
 		{"endpoint not listening", "", func(p map[string]string) { p["s3.endpoint"] = "http://127.0.0.1:" + closedPort }, false, "probe object"},
 	}
+	// The SDK reads the region from the environment and its config files when it has none.
+	t.Setenv("AWS_REGION", "")
+	t.Setenv("AWS_DEFAULT_REGION", "")
+	t.Setenv("AWS_CONFIG_FILE", "/dev/null")
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := testContext(t, time.Minute)
