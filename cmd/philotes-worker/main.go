@@ -47,8 +47,8 @@ func main() {
 	})
 	if err := run(ctx, cfg, log); err != nil {
 		log.Error("worker stopped", "err", err)
-		if errors.Is(err, source.ErrNotBackfillable) || errors.Is(err, iceberg.ErrWarehouse) {
-			os.Exit(2) // the tables named or the warehouse settings are the problem: a configuration error
+		if errors.Is(err, source.ErrNotBackfillable) || errors.Is(err, source.ErrSourceConfig) || errors.Is(err, iceberg.ErrWarehouse) {
+			os.Exit(2) // the tables, the source's setup or the warehouse settings are the problem: configuration
 		}
 		os.Exit(1)
 	}
@@ -62,9 +62,12 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	// /readyz is served from the start, before the worker exists: it reads the worker through an atomic.
 	var current atomic.Pointer[worker.Worker]
-	stopHTTP, err := worker.Serve(ctx, cfg.HTTPAddr, worker.Handler(reg, func() bool {
+	stopHTTP, err := worker.Serve(ctx, cfg.HTTPAddr, worker.Handler(reg, func() (bool, []string) {
 		w := current.Load()
-		return w != nil && w.Ready()
+		if w == nil {
+			return false, []string{"starting: connecting to the buffer database and the warehouse"}
+		}
+		return w.Health()
 	}))
 	if err != nil {
 		return err

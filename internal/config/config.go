@@ -260,21 +260,26 @@ func (c *Config) validate() []error {
 	if !c.NoReader && c.SourceURL == "" {
 		bad("PHILOTES_SOURCE_URL is required: set it to the source database URL (postgres://user:password@host:5432/db), or run with --no-reader")
 	}
-	if c.SourceURL != "" {
-		if _, err := pgconn.ParseConfig(c.SourceURL); err != nil {
-			bad("PHILOTES_SOURCE_URL is not a valid PostgreSQL URL: %v", redact(err))
+	for _, db := range []struct{ name, url string }{{"PHILOTES_SOURCE_URL", c.SourceURL}, {"PHILOTES_BUFFER_URL", c.BufferURL}} {
+		if db.url == "" {
+			continue
+		}
+		if _, err := pgconn.ParseConfig(db.url); err != nil {
+			bad("%s is not a valid PostgreSQL URL: %v", db.name, redact(err))
+		} else if misplacedAt(db.url) {
+			// url.Parse took part of the password for the host, the port, a path or a query.
+			bad("%s: the user or password holds a character URLs reserve (/ ? # @): percent-encode it (/ as %%2F, ? as %%3F, # as %%23, @ as %%40)", db.name)
 		}
 	}
 	if c.BufferURL == "" {
 		bad("PHILOTES_BUFFER_URL is required when there is no PHILOTES_SOURCE_URL")
-	} else if _, err := pgconn.ParseConfig(c.BufferURL); err != nil {
-		bad("PHILOTES_BUFFER_URL is not a valid PostgreSQL URL: %v", redact(err))
 	}
 	if !slotName.MatchString(c.Slot) {
 		bad("PHILOTES_SLOT=%q: a slot name is 1-63 characters of a-z, 0-9 and _", c.Slot)
 	}
-	if c.Publication == "" {
-		bad("PHILOTES_PUBLICATION must not be empty")
+	if !slotName.MatchString(c.Publication) {
+		// pgoutput reads publication_names as a list of unquoted identifiers: it lowercases them and splits at commas.
+		bad("PHILOTES_PUBLICATION=%q: a publication name is 1-63 characters of a-z, 0-9 and _", c.Publication)
 	}
 	if c.SourceName == "" || len(c.SourceName) > 200 {
 		bad("PHILOTES_SOURCE_NAME=%q: use a short non-empty name", c.SourceName)
@@ -336,8 +341,10 @@ func (c *Config) validate() []error {
 	if c.IcebergNamespace == "" {
 		bad("PHILOTES_ICEBERG_NAMESPACE must not be empty")
 	}
-	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+	if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		bad("PHILOTES_HTTP_ADDR=%q: use host:port or :port, e.g. :8080", c.HTTPAddr)
+	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		bad("PHILOTES_HTTP_ADDR=%q: the port must be a number from 0 to 65535, e.g. :8080", c.HTTPAddr)
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		bad("PHILOTES_LOG_FORMAT=%q: use json or text", c.LogFormat)
@@ -388,6 +395,17 @@ func (c *Config) BufferSharesSource() bool {
 	return src.Host == buf.Host && src.Port == buf.Port && src.Database == buf.Database
 }
 
+// misplacedAt reports a URL whose user information, read up to its last '@', holds a character URLs reserve: the
+// parser ended the user information early and took part of the password for the host, port, path or query.
+func misplacedAt(s string) bool {
+	i := strings.Index(s, "://")
+	j := strings.LastIndex(s, "@")
+	if i < 0 || j < i {
+		return false
+	}
+	return strings.ContainsAny(s[i+3:j], "/?#@")
+}
+
 // redactURL drops the user information (a password) from a URL for messages.
 func redactURL(s string) string {
 	if u, err := url.Parse(s); err == nil && u.User != nil {
@@ -406,7 +424,12 @@ func redactURL(s string) string {
 func redact(err error) string {
 	s := err.Error()
 	if i := strings.Index(s, "://"); i >= 0 {
-		if j := strings.Index(s[i:], "@"); j >= 0 {
+		// The last '@' of the URL: a password may hold more ('@' unescaped).
+		end := len(s)
+		if k := strings.IndexAny(s[i:], "` \n"); k >= 0 {
+			end = i + k
+		}
+		if j := strings.LastIndex(s[i:end], "@"); j >= 0 {
 			s = s[:i+3] + "…" + s[i+j:]
 		}
 	}

@@ -98,7 +98,8 @@ func NewReader(cfg Config, store Store) (*Reader, error) {
 }
 
 // Run holds or waits for the reader role until ctx is cancelled. On cancellation it appends what it has read,
-// reports the confirmed position and releases the role before returning.
+// reports the confirmed position and releases the role before returning. It returns an error wrapping
+// ErrSourceConfig when the source's setup must change first (it never retries those).
 func (r *Reader) Run(ctx context.Context) error {
 	backoff := time.Second
 	for {
@@ -108,6 +109,9 @@ func (r *Reader) Run(ctx context.Context) error {
 		}
 		wait := r.cfg.RetryInterval
 		switch {
+		case errors.Is(err, ErrSourceConfig):
+			r.cfg.Metrics.Error(errorKind(err))
+			return err // only a change of the source's setup or of the settings helps
 		case err != nil:
 			r.cfg.Metrics.Error(errorKind(err))
 			r.log.Warn("reader session ended", "err", err, "retry_in", backoff)
@@ -284,21 +288,30 @@ func (r *Reader) ensurePublication(ctx context.Context, conn *pgconn.PgConn) err
 		return fmt.Errorf("look up publication %s: %w", r.cfg.Publication, err)
 	}
 	if exists {
-		return nil
+		return checkIdentity(ctx, conn, publicationTablesCond(r.cfg.Publication), "publication "+r.cfg.Publication+" (PHILOTES_PUBLICATION)")
 	}
-	target := "ALL TABLES"
+	target, cond, what := "ALL TABLES", allTablesCond, "the tables a new FOR ALL TABLES publication would publish"
 	if len(r.cfg.Tables) > 0 {
 		names := make([]string, len(r.cfg.Tables))
 		for i, t := range r.cfg.Tables {
 			schema, table, _ := strings.Cut(t, ".")
 			names[i] = pgx.Identifier{schema, table}.Sanitize()
 		}
-		target = "TABLE " + strings.Join(names, ", ")
+		target, cond, what = "TABLE "+strings.Join(names, ", "), listedTablesCond(r.cfg.Tables), "the tables of PHILOTES_TABLES"
 	}
-	if err := conn.Exec(ctx, fmt.Sprintf("CREATE PUBLICATION %s FOR %s", pgx.Identifier{r.cfg.Publication}.Sanitize(), target)).Close(); err != nil {
+	if err := checkIdentity(ctx, conn, cond, what); err != nil {
+		return err
+	}
+	// A partitioned table's changes are published as its own (one Iceberg table), not as its partitions'.
+	if err := conn.Exec(ctx, fmt.Sprintf("CREATE PUBLICATION %s FOR %s WITH (publish_via_partition_root = true)",
+		publicationName(r.cfg.Publication), target)).Close(); err != nil {
 		return fmt.Errorf("create publication %s (PHILOTES_PUBLICATION, PHILOTES_TABLES): %w", r.cfg.Publication, err)
 	}
 	r.log.Info("created publication", "publication", r.cfg.Publication, "for", target)
+	if target == "ALL TABLES" {
+		r.log.Warn("the publication publishes every table, also those created later: PostgreSQL refuses UPDATE and DELETE on a later table without a primary key or replica identity; list the tables with PHILOTES_TABLES, or create the publication yourself, to keep such tables out",
+			"publication", r.cfg.Publication)
+	}
 	return nil
 }
 
@@ -308,7 +321,7 @@ func (r *Reader) ensureSlot(ctx context.Context, conn *pgconn.PgConn) error {
 		return fmt.Errorf("look up slot %s: %w", r.cfg.Slot, err)
 	}
 	if exists {
-		return nil
+		return checkSlot(ctx, conn, r.cfg.Slot, r.cfg.Publication)
 	}
 	if _, err := pglogrepl.CreateReplicationSlot(ctx, conn, r.cfg.Slot, "pgoutput",
 		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication}); err != nil {

@@ -78,6 +78,7 @@ type Worker struct {
 	metrics Metrics
 	log     *slog.Logger
 	ready   atomic.Bool
+	health  *health
 }
 
 // New checks that every dependency is present. queue and lake are the committer's (they may be nil when
@@ -96,7 +97,7 @@ func New(cfg Config, buf Buffer, sink Sink, reader Reader, queue CommitQueue, la
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	w := &Worker{cfg: cfg, buf: buf, sink: sink, reader: reader, metrics: m, log: cfg.Logger}
+	w := &Worker{cfg: cfg, buf: buf, sink: sink, reader: reader, metrics: m, log: cfg.Logger, health: newHealth()}
 	if cfg.Processors > 0 {
 		c, err := newCommitter(cfg.Committer, queue, lake, m, cfg.Logger.With("role", "committer"))
 		if err != nil {
@@ -115,7 +116,17 @@ func New(cfg Config, buf Buffer, sink Sink, reader Reader, queue CommitQueue, la
 }
 
 // Ready reports whether the replica is serving (false before Run and once stopping).
-func (w *Worker) Ready() bool { return w.ready.Load() }
+func (w *Worker) Ready() bool { ok, _ := w.Health(); return ok }
+
+// Health reports whether the replica can do its work and, when not, why: not started yet or stopping, the
+// buffer database unreachable, or no batch written to the warehouse for a while.
+func (w *Worker) Health() (bool, []string) {
+	problems := w.health.problems()
+	if !w.ready.Load() {
+		problems = append([]string{"not serving: starting or stopping"}, problems...)
+	}
+	return len(problems) == 0, problems
+}
 
 // Run works until ctx is cancelled (SIGTERM), then stops claiming, lets in-flight batches finish within
 // ShutdownTimeout (rolling back the rest, so another replica takes them), commits the recorded files if it holds
@@ -131,6 +142,9 @@ func (w *Worker) Drain(ctx context.Context) error {
 }
 
 func (w *Worker) run(ctx context.Context, drain bool) error {
+	// A part that cannot go on (the reader refused by the source's setup) stops the whole replica, as SIGTERM does.
+	ctx, fail := context.WithCancel(ctx)
+	defer fail()
 	// hard is cancelled only when the shutdown deadline passes: in-flight work keeps it until then.
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
@@ -154,6 +168,7 @@ func (w *Worker) run(ctx context.Context, drain bool) error {
 			defer wg.Done()
 			if err := w.reader.Run(ctx); err != nil {
 				errs <- fmt.Errorf("reader: %w", err)
+				fail()
 			}
 		}()
 	}
@@ -293,6 +308,7 @@ func (p *processor) processOne(ctx context.Context) (int, error) {
 		location, err := w.sink.Prepare(ctx, tc.Table)
 		if err != nil {
 			w.metrics.Error("sink")
+			w.health.fail(partSink, err)
 			return 0, fmt.Errorf("sink: %w", err)
 		}
 		writeUUID := uuid.New()
@@ -305,6 +321,7 @@ func (p *processor) processOne(ctx context.Context) (int, error) {
 		written, err := w.sink.WriteFiles(ctx, tc, writeUUID)
 		if err != nil {
 			w.metrics.Error("sink")
+			w.health.fail(partSink, err)
 			return 0, fmt.Errorf("sink: %w", err)
 		}
 		for _, f := range written {
@@ -316,6 +333,7 @@ func (p *processor) processOne(ctx context.Context) (int, error) {
 		w.metrics.Error("buffer")
 		return 0, err
 	}
+	w.health.ok(partSink)
 	w.metrics.ObserveSink(time.Since(start), len(claim.Events))
 	p.log.Debug("batch recorded", "events", len(claim.Events), "files", len(files), "took", time.Since(start))
 	return len(claim.Events), nil
@@ -363,10 +381,12 @@ func (w *Worker) statsLoop(ctx context.Context) {
 	for {
 		st, err := w.buf.Stats(ctx)
 		if err == nil {
+			w.health.ok(partBuffer)
 			w.metrics.SetBuffer(st.Depth, st.Oldest)
 			w.metrics.SetPending(st.PendingFiles, st.PendingBytes)
 			w.metrics.SetBackfillRemaining(st.BackfillRemaining)
 		} else if ctx.Err() == nil {
+			w.health.fail(partBuffer, err)
 			w.metrics.Error("buffer")
 			w.log.Warn("read buffer stats", "err", err)
 		}

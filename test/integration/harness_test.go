@@ -246,13 +246,20 @@ func (p *proc) metric(name string) float64 {
 }
 
 func (p *proc) ready() bool {
+	code, _ := p.readyz()
+	return code == http.StatusOK
+}
+
+// readyz returns /readyz's status code (0 when it does not answer) and body.
+func (p *proc) readyz() (int, string) {
 	client := http.Client{Timeout: time.Second}
 	resp, err := client.Get("http://" + p.addr + "/readyz")
 	if err != nil {
-		return false
+		return 0, ""
 	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
 
 var eventually = testutil.Eventually
