@@ -5,6 +5,7 @@ package integration
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -248,6 +249,21 @@ func (p *proc) metric(name string) float64 {
 func (p *proc) ready() bool {
 	code, _ := p.readyz()
 	return code == http.StatusOK
+}
+
+// runRefused runs the worker with env and args, requires it to exit with status 2 (a configuration error) within
+// a minute, and returns its output.
+func runRefused(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.True(t, errors.As(err, &exit), "must fail: %v\n%s", err, out)
+	require.Equal(t, 2, exit.ExitCode(), "%s", out)
+	return string(out)
 }
 
 // readyz returns /readyz's status code (0 when it does not answer) and body.

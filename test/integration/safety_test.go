@@ -2,9 +2,7 @@ package integration
 
 import (
 	"context"
-	"errors"
 	"net/http"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -23,17 +21,10 @@ func TestTableWithoutIdentityIsNotPublished(t *testing.T) {
 	s := newSetup(t, "noident", ordersDDL+`; CREATE TABLE nopk (a int, b text); INSERT INTO nopk VALUES (1, 'x')`)
 
 	t.Run("refused, naming the table", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, binary, "run")
-		cmd.Env = append(s.env(), "PHILOTES_HTTP_ADDR=127.0.0.1:0")
-		out, err := cmd.CombinedOutput()
-		var exit *exec.ExitError
-		require.True(t, errors.As(err, &exit), "must fail: %v\n%s", err, out)
-		require.Equal(t, 2, exit.ExitCode(), "%s", out)
-		require.Contains(t, string(out), "public.nopk")
-		require.Contains(t, string(out), "REPLICA IDENTITY FULL")
-		require.NotContains(t, string(out), "public.orders,", "a table with a key is not listed")
+		out := runRefused(t, append(s.env(), "PHILOTES_HTTP_ADDR=127.0.0.1:0"), "run")
+		require.Contains(t, out, "public.nopk")
+		require.Contains(t, out, "REPLICA IDENTITY FULL")
+		require.NotContains(t, out, "public.orders,", "a table with a key is not listed")
 		require.Zero(t, s.count(t, `SELECT count(*) FROM pg_publication`), "no publication created")
 		s.exec(t, `UPDATE nopk SET b = 'y' WHERE a = 1`) // the application's statement still works
 	})
@@ -41,18 +32,10 @@ func TestTableWithoutIdentityIsNotPublished(t *testing.T) {
 	t.Run("an existing publication with such a table is refused too", func(t *testing.T) {
 		s.exec(t, `CREATE PUBLICATION other_pub FOR TABLE orders, nopk WITH (publish = 'insert')`)
 		s.exec(t, `UPDATE nopk SET b = 'z' WHERE a = 1`) // an insert-only publication does not block updates
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		bad := append(s.env(), "PHILOTES_HTTP_ADDR=127.0.0.1:0", "PHILOTES_PUBLICATION=bad_pub")
 		s.exec(t, `CREATE PUBLICATION bad_pub FOR TABLE orders, nopk WITH (publish = 'insert, update, delete')`)
-		cmd := exec.CommandContext(ctx, binary, "run")
-		cmd.Env = bad
-		out, err := cmd.CombinedOutput()
-		var exit *exec.ExitError
-		require.True(t, errors.As(err, &exit), "must fail: %v\n%s", err, out)
-		require.Equal(t, 2, exit.ExitCode(), "%s", out)
-		require.Contains(t, string(out), "publication bad_pub (PHILOTES_PUBLICATION)")
-		require.Contains(t, string(out), "public.nopk")
+		out := runRefused(t, append(s.env(), "PHILOTES_HTTP_ADDR=127.0.0.1:0", "PHILOTES_PUBLICATION=bad_pub"), "run")
+		require.Contains(t, out, "publication bad_pub (PHILOTES_PUBLICATION)")
+		require.Contains(t, out, "public.nopk")
 		s.exec(t, `DROP PUBLICATION bad_pub; DROP PUBLICATION other_pub`)
 	})
 
@@ -94,16 +77,9 @@ func TestLostSlotStopsWithRecovery(t *testing.T) {
 		return conn.QueryRow(ctx, `SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'lost'`).Scan(&status) == nil && status == "lost"
 	})
 
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, binary, "run")
-	cmd.Env = env
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	require.True(t, errors.As(err, &exit), "must fail: %v\n%s", err, out)
-	require.Equal(t, 2, exit.ExitCode(), "%s", out)
-	require.Contains(t, string(out), "replication slot lost (PHILOTES_SLOT) is invalidated")
-	require.Contains(t, string(out), "pg_drop_replication_slot")
+	out := runRefused(t, env, "run")
+	require.Contains(t, out, "replication slot lost (PHILOTES_SLOT) is invalidated")
+	require.Contains(t, out, "pg_drop_replication_slot")
 	execIn(t, src, `SELECT pg_drop_replication_slot('lost')`)
 }
 

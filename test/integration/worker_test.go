@@ -2,10 +2,8 @@ package integration
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
-	"os/exec"
 	"path"
 	"strings"
 	"sync"
@@ -211,14 +209,9 @@ func TestBadConfigurationIsRefused(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(binary, tc.args...)
-			cmd.Env = tc.env
-			out, err := cmd.CombinedOutput()
-			var exit *exec.ExitError
-			require.True(t, errors.As(err, &exit), "must fail: %s", out)
-			require.Equal(t, 2, exit.ExitCode())
+			out := runRefused(t, tc.env, tc.args...)
 			for _, w := range tc.want {
-				require.Contains(t, string(out), w)
+				require.Contains(t, out, w)
 			}
 		})
 	}
@@ -239,16 +232,9 @@ func TestUnusableWarehouseIsRefused(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, binary, "run")
-			cmd.Env = append(s.env(), append(tc.env, "PHILOTES_HTTP_ADDR=127.0.0.1:0")...)
-			out, err := cmd.CombinedOutput()
-			var exit *exec.ExitError
-			require.True(t, errors.As(err, &exit), "must fail: %v\n%s", err, out)
-			require.Equal(t, 2, exit.ExitCode(), "%s", out)
-			require.Contains(t, string(out), tc.want)
-			require.NotContains(t, string(out), s3.SecretKey)
+			out := runRefused(t, append(s.env(), append(tc.env, "PHILOTES_HTTP_ADDR=127.0.0.1:0")...), "run")
+			require.Contains(t, out, tc.want)
+			require.NotContains(t, out, s3.SecretKey)
 		})
 	}
 }
