@@ -192,6 +192,8 @@ func TestRefusedWithAClearMessage(t *testing.T) {
 			[]string{"keda.extraTriggers[0] has no name"}},
 		{"scaled job without trigger", "keda:\n  prometheus: {enabled: false}\n  scaledJob: {enabled: true}\n",
 			[]string{"keda.scaledJob.enabled needs a trigger"}},
+		{"scaled job min greater than max", "worker: {iceberg: {warehouse: 's3://lake/wh'}}\nkeda:\n  scaledJob: {enabled: true, minReplicaCount: 6, maxReplicaCount: 5}\n",
+			[]string{"keda.scaledJob.minReplicaCount (6) is greater than keda.scaledJob.maxReplicaCount (5)"}},
 		{"grace period not above shutdown timeout", "terminationGracePeriodSeconds: 20\n",
 			[]string{"terminationGracePeriodSeconds (20) must be greater than worker.shutdownTimeoutSeconds (25)"}},
 		{"pdb with both bounds", "podDisruptionBudget: {minAvailable: 1}\n",

@@ -472,6 +472,14 @@ per interval), so a lag threshold at or below the interval reads steady traffic 
 {{- end }}
 {{- end }}
 {{- if $k.scaledJob.enabled }}
+{{- $j := $k.scaledJob }}
+{{- if include "philotes-worker.isSet" (list $j "minReplicaCount") }}
+{{- $jmin := include "philotes-worker.num" $j.minReplicaCount | int64 }}
+{{- $jmax := include "philotes-worker.num" $j.maxReplicaCount | int64 }}
+{{- if gt $jmin $jmax }}
+{{- fail (printf "keda.scaledJob.minReplicaCount (%d) is greater than keda.scaledJob.maxReplicaCount (%d): KEDA rejects the ScaledJob. Lower the minimum or raise keda.scaledJob.maxReplicaCount." $jmin $jmax) }}
+{{- end }}
+{{- end }}
 {{- if not (or (and $k.prometheus.enabled $k.prometheus.bufferTrigger.enabled) $k.scaledJob.extraTriggers) }}
 {{- fail "keda.scaledJob.enabled needs a trigger: enable keda.prometheus and keda.prometheus.bufferTrigger (buffer depth), or set keda.scaledJob.extraTriggers." }}
 {{- end }}
