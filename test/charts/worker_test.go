@@ -404,13 +404,14 @@ func TestHPAAndReplicasFollowTheOwner(t *testing.T) {
 	require.Equal(t, fullname, get(t, hpa, "spec", "scaleTargetRef", "name"))
 }
 
-// TestScaleToZeroMustBeAbleToWake checks that NOTES.txt warns exactly when the ScaledObject can reach zero
-// replicas but has no trigger that works without worker pods.
+// TestScaleToZeroMustBeAbleToWake checks that the chart refuses a ScaledObject that can reach zero replicas
+// but has no trigger that works without worker pods (helm template and GitOps tools never show NOTES), and
+// renders the others.
 func TestScaleToZeroMustBeAbleToWake(t *testing.T) {
-	const warning = "can scale to zero but can never wake up"
+	const refusal = "can scale to zero (keda.minReplicaCount or keda.idleReplicaCount is 0) but no trigger can wake it"
 	cases := []struct {
 		name, values string
-		warn         bool
+		refused      bool
 	}{
 		{"prometheus only, min 0", kedaWith("  minReplicaCount: 0\n"), true},
 		{"prometheus only, idle 0", kedaWith("  minReplicas: 1\n  idleReplicaCount: 0\n"), true},
@@ -421,13 +422,13 @@ func TestScaleToZeroMustBeAbleToWake(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := mustRender(t, workerChart, tc.values)
-			if tc.warn {
-				require.Contains(t, r.Notes, warning)
-				require.Contains(t, r.Notes, "Enable keda.postgresql")
-			} else {
-				require.NotContains(t, r.Notes, warning)
+			if tc.refused {
+				err := renderErr(t, workerChart, tc.values)
+				require.Contains(t, err.Error(), refusal)
+				require.Contains(t, err.Error(), "Enable keda.postgresql")
+				return
 			}
+			mustRender(t, workerChart, tc.values)
 		})
 	}
 }

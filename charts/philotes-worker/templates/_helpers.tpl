@@ -522,6 +522,9 @@ a deleted pod takes its files while the catalog (in the buffer database) still l
 {{- if and $ice.catalogWarehouse (not $ice.catalogUri) }}
 {{- fail (printf "worker.iceberg.catalogWarehouse (%s) is set but worker.iceberg.catalogUri is empty: the warehouse name is sent only to a REST catalog, and the SQL catalog in the buffer database has no named warehouses. Set worker.iceberg.catalogUri to the REST catalog (e.g. http://lakekeeper:8181/catalog), or leave worker.iceberg.catalogWarehouse empty." $ice.catalogWarehouse) }}
 {{- end }}
+{{- if and $v.keda.enabled (include "philotes-worker.keda.reachesZero" .) (not (include "philotes-worker.keda.canWake" .)) }}
+{{- fail "keda: this release can scale to zero (keda.minReplicaCount or keda.idleReplicaCount is 0) but no trigger can wake it: at zero replicas the worker's own Prometheus metrics do not exist, so the Prometheus triggers stay inactive while changes pile up in the replication slot. Enable keda.postgresql (it reads the slot's unconfirmed WAL on the source database and works at zero replicas), add a keda.extraTriggers entry that works without worker pods, or set keda.minReplicaCount to 1 or more." }}
+{{- end }}
 {{- end }}
 
 {{/*

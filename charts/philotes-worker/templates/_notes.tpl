@@ -25,16 +25,7 @@ WARNING: worker.iceberg.warehouse is {{ $wh }} on the pod's own data volume (dat
 Autoscaling: KEDA ScaledObject {{ include "philotes-worker.fullname" . }}, {{ include "philotes-worker.keda.min" . }}..{{ include "philotes-worker.num" .Values.keda.maxReplicas }} replicas.
   kubectl -n {{ .Release.Namespace }} get scaledobject,hpa -l app.kubernetes.io/instance={{ .Release.Name }}
 {{- if include "philotes-worker.keda.reachesZero" . }}
-{{- if include "philotes-worker.keda.canWake" . }}
   Scale to zero: on. {{ if .Values.keda.postgresql.enabled }}The PostgreSQL trigger (unconfirmed WAL of slot {{ .Values.worker.slot }}) {{ $act := include "philotes-worker.num" .Values.keda.postgresql.activationTargetQueryValue }}{{ if eq $act "0" }}wakes the worker on the first change.{{ else }}wakes the worker once it exceeds {{ $act }} bytes.{{ end }}{{ else }}Make sure your extra or overridden triggers can turn active while no worker pod runs.{{ end }}
-{{- else }}
-
-WARNING: this configuration can scale to zero but can never wake up again.
-         At zero replicas the worker's own Prometheus metrics do not exist, so the Prometheus triggers stay
-         inactive and the Deployment stays at 0 while changes pile up in the replication slot.
-         Enable keda.postgresql (it reads the slot's unconfirmed WAL on the source database and works at zero
-         replicas), or set keda.minReplicaCount to 1 or more.
-{{- end }}
 {{- end }}
 {{- if .Values.keda.fallback.enabled }}
   Fallback: {{ include "philotes-worker.num" .Values.keda.fallback.replicas }} replicas after {{ include "philotes-worker.num" .Values.keda.fallback.failureThreshold }} failed polls.
