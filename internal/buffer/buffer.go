@@ -97,8 +97,15 @@ func (b *Buffer) migrate(ctx context.Context) error {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('philotes.migrate'))`); err != nil {
 		return fmt.Errorf("buffer: migrate lock: %w", err)
 	}
+	// schema_version has no key; with a replica identity its UPDATE works even where a FOR ALL TABLES publication
+	// publishes it (a buffer in the source database).
 	if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS philotes;
-CREATE TABLE IF NOT EXISTS philotes.schema_version (version integer NOT NULL)`); err != nil {
+CREATE TABLE IF NOT EXISTS philotes.schema_version (version integer NOT NULL);
+DO $$ BEGIN
+  IF (SELECT relreplident FROM pg_class WHERE oid = 'philotes.schema_version'::regclass) <> 'f' THEN
+    ALTER TABLE philotes.schema_version REPLICA IDENTITY FULL;
+  END IF;
+END $$`); err != nil {
 		return fmt.Errorf("buffer: migrate: %w", err)
 	}
 	var version int
@@ -119,8 +126,10 @@ CREATE TABLE IF NOT EXISTS philotes.schema_version (version integer NOT NULL)`);
 			return fmt.Errorf("buffer: migration %d: %w", i+1, err)
 		}
 	}
-	if _, err := tx.Exec(ctx, `UPDATE philotes.schema_version SET version = $1`, len(migrations)); err != nil {
-		return fmt.Errorf("buffer: migrate: %w", err)
+	if version != len(migrations) {
+		if _, err := tx.Exec(ctx, `UPDATE philotes.schema_version SET version = $1`, len(migrations)); err != nil {
+			return fmt.Errorf("buffer: migrate: %w", err)
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("buffer: migrate: %w", err)

@@ -291,6 +291,7 @@ func TestBackfillKillNineMidway(t *testing.T) {
 func TestBackfillOnDemand(t *testing.T) {
 	s := newSetup(t, "ondemand", ordersDDL+`;
 		CREATE TABLE nokey (id bigint, v text);
+		ALTER TABLE nokey REPLICA IDENTITY FULL; -- publishable (updates work), but no key to backfill by
 		INSERT INTO nokey SELECT g, 'v' FROM generate_series(1, 10) g`)
 	insert(t, s, 1, 1000)
 	w := s.start(t, "w1", []string{"PHILOTES_BACKFILL=off"})
