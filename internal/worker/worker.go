@@ -115,9 +115,6 @@ func New(cfg Config, buf Buffer, sink Sink, reader Reader, queue CommitQueue, la
 	return w, nil
 }
 
-// Ready reports whether the replica is serving (false before Run and once stopping).
-func (w *Worker) Ready() bool { ok, _ := w.Health(); return ok }
-
 // Health reports whether the replica can do its work and, when not, why: not started yet or stopping, the
 // buffer database unreachable, or no batch written to the warehouse for a while.
 func (w *Worker) Health() (bool, []string) {
