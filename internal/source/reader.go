@@ -304,7 +304,7 @@ func (r *Reader) ensurePublication(ctx context.Context, conn *pgconn.PgConn) err
 	}
 	// A partitioned table's changes are published as its own (one Iceberg table), not as its partitions'.
 	if err := conn.Exec(ctx, fmt.Sprintf("CREATE PUBLICATION %s FOR %s WITH (publish_via_partition_root = true)",
-		publicationName(r.cfg.Publication), target)).Close(); err != nil {
+		pgx.Identifier{r.cfg.Publication}.Sanitize(), target)).Close(); err != nil {
 		return fmt.Errorf("create publication %s (PHILOTES_PUBLICATION, PHILOTES_TABLES): %w", r.cfg.Publication, err)
 	}
 	r.log.Info("created publication", "publication", r.cfg.Publication, "for", target)

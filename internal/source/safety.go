@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -68,9 +67,6 @@ func listedTablesCond(tables []string) string {
 	}
 	return `n.nspname || '.' || c.relname IN (` + strings.Join(lits, ", ") + `)`
 }
-
-// publicationName is the publication's name as SQL.
-func publicationName(name string) string { return pgx.Identifier{name}.Sanitize() }
 
 // checkSlot refuses a slot the server has invalidated (wal_status "lost": it retained more WAL than
 // max_slot_wal_keep_size allows, and the WAL it needs is gone): the changes in that WAL can never be read, so the
