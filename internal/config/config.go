@@ -97,7 +97,8 @@ const Usage = `usage: philotes-worker run|drain|backfill [flags]
 Every flag can also be set by its PHILOTES_* environment variable (shown in brackets); flags win.
 `
 
-var slotName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
+// simpleName is what slot and publication names must be: pgoutput and the replication protocol read them unquoted.
+var simpleName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
 
 // Parse reads args (without the program name) and the environment given by getenv.
 func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
@@ -274,10 +275,10 @@ func (c *Config) validate() []error {
 	if c.BufferURL == "" {
 		bad("PHILOTES_BUFFER_URL is required when there is no PHILOTES_SOURCE_URL")
 	}
-	if !slotName.MatchString(c.Slot) {
+	if !simpleName.MatchString(c.Slot) {
 		bad("PHILOTES_SLOT=%q: a slot name is 1-63 characters of a-z, 0-9 and _", c.Slot)
 	}
-	if !slotName.MatchString(c.Publication) {
+	if !simpleName.MatchString(c.Publication) {
 		// pgoutput reads publication_names as a list of unquoted identifiers: it lowercases them and splits at commas.
 		bad("PHILOTES_PUBLICATION=%q: a publication name is 1-63 characters of a-z, 0-9 and _", c.Publication)
 	}
