@@ -27,6 +27,7 @@ import (
 
 	"github.com/philotes/philotes-worker/internal/lakecheck"
 	"github.com/philotes/philotes-worker/internal/pgtest"
+	"github.com/philotes/philotes-worker/internal/s3test"
 )
 
 type config struct {
@@ -41,6 +42,7 @@ type config struct {
 	workerBin    string
 	outDir       string
 	keep         bool
+	s3           bool
 }
 
 func main() {
@@ -59,6 +61,7 @@ func main() {
 		"extra environment for every worker process: KEY=VALUE,KEY=VALUE")
 	flag.StringVar(&cfg.workerBin, "worker-bin", "", "prebuilt philotes-worker binary (default: go build ./cmd/philotes-worker)")
 	flag.StringVar(&cfg.outDir, "out", "", "directory of the CSV (default: bench/out in the module root)")
+	flag.BoolVar(&cfg.s3, "s3", false, "put the warehouse on a local S3 server (make s3-server builds it) instead of a file:// folder")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the data directory (warehouse, worker logs, binary); PostgreSQL's own directory is always removed")
 	flag.Parse()
 	for _, kv := range strings.Split(workerEnv, ",") {
@@ -103,6 +106,8 @@ type runner struct {
 	srcURL    string
 	bufURL    string
 	warehouse string
+	s3env     []string          // the worker's S3 settings, with -s3
+	s3props   map[string]string // the lake's file IO properties, with -s3
 	lake      *lake
 	ledger    *ledger
 	depth     *depthProbe
@@ -119,6 +124,7 @@ func (r *runner) start(name string, args ...string) (*workerProc, error) {
 		"PHILOTES_ICEBERG_WAREHOUSE=" + r.warehouse,
 		"PHILOTES_LOG_FORMAT=text",
 	}
+	env = append(env, r.s3env...)
 	p, err := startWorker(r.bin, r.dir, name, append(env, r.cfg.workerEnv...), args...)
 	if err != nil {
 		return nil, err
@@ -157,6 +163,19 @@ func run(ctx context.Context, cfg config) (failed int, err error) {
 	if err := os.MkdirAll(filepath.Join(dir, "warehouse"), 0o755); err != nil {
 		return 0, err
 	}
+
+	if cfg.s3 {
+		s3srv, err := s3test.Start(ctx)
+		if err != nil {
+			return 0, err
+		}
+		defer s3srv.Stop()
+		if err := s3srv.CreateBucket(ctx, "soak"); err != nil {
+			return 0, err
+		}
+		r.warehouse, r.s3env, r.s3props = "s3://soak/warehouse", s3srv.Env(), s3srv.Properties()
+	}
+	fmt.Println("soak: warehouse", r.warehouse)
 
 	srv, err := pgtest.Start(ctx, pgtest.Options{Durable: true})
 	if err != nil {
@@ -223,7 +242,7 @@ func (r *runner) soak(ctx context.Context, tables []string) ([]check, error) {
 	}
 	// The worker created the SQL catalog's tables when it started; open the lake only now, so the two do not
 	// race to create them.
-	if r.lake, err = openLake(r.bufURL, r.warehouse); err != nil {
+	if r.lake, err = openLake(r.bufURL, r.warehouse, r.s3props); err != nil {
 		return nil, err
 	}
 	r.depth = &depthProbe{bufURL: r.bufURL, fallback: w}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -19,6 +20,8 @@ import (
 	"github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/catalog"
 	sqlcat "github.com/apache/iceberg-go/catalog/sql"
+	iceio "github.com/apache/iceberg-go/io"
+	_ "github.com/apache/iceberg-go/io/gocloud/s3" // the -s3 warehouse
 	"github.com/apache/iceberg-go/table"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -34,13 +37,17 @@ type lake struct {
 	cat catalog.Catalog
 }
 
-func openLake(bufURL, warehouse string) (*lake, error) {
+func openLake(bufURL, warehouse string, props map[string]string) (*lake, error) {
 	cfg, err := pgx.ParseConfig(bufURL)
 	if err != nil {
 		return nil, fmt.Errorf("lake: %w", err)
 	}
 	db := stdlib.OpenDB(*cfg)
-	cat, err := sqlcat.NewCatalog("philotes", db, sqlcat.Postgres, iceberg.Properties{"warehouse": warehouse})
+	p := iceberg.Properties{"warehouse": warehouse}
+	for k, v := range props {
+		p[k] = v
+	}
+	cat, err := sqlcat.NewCatalog("philotes", db, sqlcat.Postgres, p)
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("lake: SQL catalog: %w", err)
@@ -114,26 +121,36 @@ func (l *lake) stats(ctx context.Context, name string) (tableStats, error) {
 		return st, err
 	}
 	st.Snapshots = len(tbl.Metadata().Snapshots())
-	if path, ok := strings.CutPrefix(tbl.MetadataLocation(), "file://"); ok {
-		if fi, err := os.Stat(path); err == nil {
+	fs, err := tbl.FS(ctx)
+	if err != nil {
+		return st, fmt.Errorf("lake: %s: %w", name, err)
+	}
+	// Through the table's own file IO: a file:// folder or an object store alike.
+	meta := tbl.MetadataLocation()
+	if f, err := fs.Open(strings.TrimPrefix(meta, "file://")); err == nil {
+		if fi, err := f.Stat(); err == nil {
 			st.MetaBytes = fi.Size()
 		}
-		if entries, err := os.ReadDir(filepath.Dir(path)); err == nil {
-			st.MetaFiles = 0
-			for _, e := range entries {
-				if strings.HasSuffix(e.Name(), ".metadata.json") {
-					st.MetaFiles++
-				}
+		f.Close()
+	}
+	if lister, ok := fs.(iceio.ListableIO); ok {
+		n := 0
+		dir := meta[:strings.LastIndex(meta, "/")]
+		if strings.HasPrefix(dir, "file://") {
+			dir = strings.TrimPrefix(dir, "file://")
+		}
+		if lister.WalkDir(dir, func(p string, d iofs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && strings.HasSuffix(p, ".metadata.json") {
+				n++
 			}
+			return err
+		}) == nil {
+			st.MetaFiles = n
 		}
 	}
 	snap := tbl.CurrentSnapshot()
 	if snap == nil {
 		return st, nil
-	}
-	fs, err := tbl.FS(ctx)
-	if err != nil {
-		return st, fmt.Errorf("lake: %s: %w", name, err)
 	}
 	manifests, err := snap.Manifests(fs)
 	if err != nil {
