@@ -98,16 +98,7 @@ func TestNode(t *testing.T) {
 			if err := s.Kube.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			gone := eventually(t, tc.maxGone, "pod "+name+" removed", func(ctx context.Context) error {
-				_, err := s.Kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-				if apierrors.IsNotFound(err) {
-					return nil
-				}
-				if err != nil {
-					return err
-				}
-				return errors.New("still there")
-			})
+			gone := waitPodGone(t, s, ns, name, tc.maxGone)
 			if elapsed := time.Since(start); elapsed < tc.minGone {
 				t.Errorf("pod gone after %s (poll %s), before its shutdown could have run (%s)", elapsed, gone, tc.minGone)
 			}
