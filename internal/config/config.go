@@ -413,19 +413,16 @@ func redactURL(s string) string {
 		u.User = nil
 		return u.String()
 	}
-	if i := strings.Index(s, "://"); i >= 0 {
-		if j := strings.LastIndex(s, "@"); j > i {
-			return s[:i+3] + "…" + s[j:]
-		}
-	}
-	return s
+	return redactText(s)
 }
 
 // redact keeps passwords out of error messages about URLs.
-func redact(err error) string {
-	s := err.Error()
+func redact(err error) string { return redactText(err.Error()) }
+
+// redactText cuts the user information out of the first URL in s, up to the URL's last '@' (a password may hold
+// more, unescaped); the URL ends at a backquote, space or newline.
+func redactText(s string) string {
 	if i := strings.Index(s, "://"); i >= 0 {
-		// The last '@' of the URL: a password may hold more ('@' unescaped).
 		end := len(s)
 		if k := strings.IndexAny(s[i:], "` \n"); k >= 0 {
 			end = i + k
