@@ -173,8 +173,13 @@ func (s *Server) Env() []string {
 
 // Properties returns the Iceberg file IO properties for this server.
 func (s *Server) Properties() map[string]string {
-	return map[string]string{"s3.endpoint": s.Endpoint, "s3.region": Region,
-		"s3.access-key-id": s.AccessKey, "s3.secret-access-key": s.SecretKey}
+	return Properties(s.Endpoint, s.AccessKey, s.SecretKey)
+}
+
+// Properties are the Iceberg file IO properties for a server of this package at endpoint with these keys.
+func Properties(endpoint, accessKey, secretKey string) map[string]string {
+	return map[string]string{"s3.endpoint": endpoint, "s3.region": Region,
+		"s3.access-key-id": accessKey, "s3.secret-access-key": secretKey}
 }
 
 // Log returns the server's log, for failure messages.

@@ -72,8 +72,7 @@ func (s *Stack) AWSConfig() *aws.Config {
 
 // S3Properties are the Iceberg file IO properties for the stack's object store.
 func (s *Stack) S3Properties() map[string]string {
-	return map[string]string{"s3.endpoint": S3Endpoint, "s3.region": S3Region,
-		"s3.access-key-id": s.S3.AccessKeyID, "s3.secret-access-key": s.S3.SecretAccessKey}
+	return s3test.Properties(S3Endpoint, s.S3.AccessKeyID, s.S3.SecretAccessKey)
 }
 
 // CreateBucket creates a bucket in the stack's object store.
