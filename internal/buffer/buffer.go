@@ -219,8 +219,11 @@ type Stats struct {
 	// BackfillRemaining estimates the rows that backfills still have to read (from the tables' sizes).
 	BackfillRemaining int64
 	// Oldest is the commit time of the oldest change not yet visible in Iceberg, whether it waits as an event
-	// or in a pending file (zero when there is none).
+	// or in a pending file (zero when there is none). Parked tables' events count in neither Depth nor Oldest:
+	// no processor can write them until their cause is fixed, so they are no work to scale for.
 	Oldest time.Time
+	// Parked maps each parked table ("schema.name") to the events waiting for it.
+	Parked map[string]int64
 }
 
 // Stats reads depth, pending files and the oldest commit time for this source.
@@ -241,6 +244,14 @@ FROM (SELECT count(*) AS n, COALESCE(sum(bytes), 0) AS bytes, min(oldest_commit_
 	}
 	if oldestFile != nil && (s.Oldest.IsZero() || oldestFile.Before(s.Oldest)) {
 		s.Oldest = *oldestFile
+	}
+	parked, err := b.ParkedTables(ctx)
+	if err != nil {
+		return Stats{}, fmt.Errorf("buffer: stats: %w", err)
+	}
+	s.Parked = make(map[string]int64, len(parked))
+	for _, p := range parked {
+		s.Parked[p.String()] = p.Events
 	}
 	return s, nil
 }

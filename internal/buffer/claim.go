@@ -30,6 +30,8 @@ type Claim struct {
 	tx     pgx.Tx
 	source string
 	ids    []int64 // the claimed chunks
+	park   map[TableName][]int64
+	unpark *TableName // a claim of a parked table's events (ClaimParked)
 }
 
 // Claim locks about n of this source's oldest unclaimed events (whole chunks: at least one, at most

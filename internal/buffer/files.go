@@ -126,8 +126,9 @@ type PendingFile struct {
 	Seq int64
 }
 
-// Commit records files, ends the writes that produced them and deletes the claimed events, in one transaction:
-// call it only after the files are durable in the warehouse.
+// Commit records files, ends the writes that produced them and deletes the claimed events (moving those set
+// aside with Park to the parked events), in one transaction: call it only after the files are durable in the
+// warehouse.
 func (c *Claim) Commit(ctx context.Context, files []NewFile, writes []int64) error {
 	if c.tx == nil {
 		if len(files) > 0 {
@@ -137,7 +138,7 @@ func (c *Claim) Commit(ctx context.Context, files []NewFile, writes []int64) err
 	}
 	err := c.record(ctx, files, writes)
 	if err == nil {
-		_, err = c.tx.Exec(ctx, `DELETE FROM philotes.event_chunks WHERE source = $1 AND id = ANY($2)`, c.source, c.ids)
+		err = c.settle(ctx)
 	}
 	if err != nil {
 		_ = c.tx.Rollback(ctx)

@@ -146,4 +146,38 @@ CREATE TABLE philotes.backfill_marks (
 -- Snapshot events take IDs from here, in blocks, far above the reader's IDs.
 CREATE SEQUENCE philotes.snapshot_event_ids START 4611686018427387904 INCREMENT 1048576;
 `,
+	// 4: parked tables (see parked.go). A table whose changes cannot be written is parked: its events move out of
+	// the chunks into parked_events, every other table keeps flowing, and processors retry it on a backoff.
+	`CREATE TABLE philotes.parked_tables (
+	source       text NOT NULL,
+	schema_name  text NOT NULL,
+	table_name   text NOT NULL,
+	reason       text NOT NULL,
+	parked_at    timestamptz NOT NULL DEFAULT now(),
+	attempts     integer NOT NULL DEFAULT 0,
+	retry_at     timestamptz NOT NULL,
+	PRIMARY KEY (source, schema_name, table_name)
+);
+COMMENT ON TABLE philotes.parked_tables IS 'Source tables whose changes could not be written; their events wait in parked_events.';
+-- The foreign key orders parking against unparking: a processor that parks events of a table another
+-- processor has just unparked fails its claim (and writes them on its retry), and an unpark that would leave
+-- newly parked events behind fails.
+CREATE TABLE philotes.parked_events (
+	source       text NOT NULL,
+	id           bigint NOT NULL,
+	schema_name  text NOT NULL,
+	table_name   text NOT NULL,
+	commit_lsn   bigint NOT NULL,
+	seq          integer NOT NULL,
+	lsn          bigint NOT NULL,
+	commit_time  timestamptz NOT NULL,
+	relation     bigint NOT NULL,
+	op           "char" NOT NULL,
+	tuple        bytea,
+	old_tuple    bytea,
+	PRIMARY KEY (source, id),
+	FOREIGN KEY (source, schema_name, table_name) REFERENCES philotes.parked_tables
+);
+CREATE INDEX parked_events_table ON philotes.parked_events (source, schema_name, table_name, id);
+`,
 }

@@ -2,7 +2,10 @@
 // replication into Changes, the buffer stores them, the sink writes them to the lake.
 package change
 
-import "time"
+import (
+	"errors"
+	"time"
+)
 
 // Op is the kind of a change.
 type Op byte
@@ -84,3 +87,20 @@ type TableChanges struct {
 	Table   Table
 	Changes []Change
 }
+
+// ErrUnwritable marks a failure that retrying the same changes cannot overcome while its cause stays: a source
+// column the lake cannot take, a value that does not fit the lake column's type, a lake table that refuses the
+// changes. The worker parks the table (its events wait in the buffer) and keeps the other tables flowing.
+var ErrUnwritable = errors.New("the table's changes cannot be written")
+
+// Unwritable marks err as ErrUnwritable, keeping its message.
+func Unwritable(err error) error {
+	if err == nil {
+		return nil
+	}
+	return unwritable{err}
+}
+
+type unwritable struct{ error }
+
+func (u unwritable) Unwrap() []error { return []error{u.error, ErrUnwritable} }

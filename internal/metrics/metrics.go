@@ -31,6 +31,10 @@ type Metrics struct {
 	backfillRows      prometheus.Counter
 	backfillDropped   prometheus.Counter
 
+	slotStatus   *prometheus.GaugeVec
+	parkedTables prometheus.Gauge
+	parkedEvents *prometheus.GaugeVec
+
 	mu     sync.Mutex
 	oldest time.Time // commit time of the oldest buffered change; zero when the buffer is empty
 	now    func() time.Time
@@ -73,10 +77,10 @@ func New(reg prometheus.Registerer, source string) *Metrics {
 	}, []string{"stage"})
 	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name:        "philotes_errors_total",
-		Help:        "Errors by kind: replication, reader_lock, buffer, sink (writing data files), commit (the committer's Iceberg commits), maintenance, backfill.",
+		Help:        "Errors by kind: replication, reader_lock, buffer, sink (writing data files), commit (the committer's Iceberg commits), maintenance, backfill, table (a table's changes could not be written: it is parked).",
 		ConstLabels: labels,
 	}, []string{"kind"})
-	for _, kind := range []string{"replication", "reader_lock", "buffer", "sink", "commit", "maintenance", "backfill"} {
+	for _, kind := range []string{"replication", "reader_lock", "buffer", "sink", "commit", "maintenance", "backfill", "table"} {
 		m.errors.WithLabelValues(kind)
 	}
 	m.committerActive = prometheus.NewGauge(prometheus.GaugeOpts{
@@ -135,7 +139,25 @@ func New(reg prometheus.Registerer, source string) *Metrics {
 		Help:        "Rows read by backfill chunks and left out because the stream carries the same or a newer state of their key.",
 		ConstLabels: labels,
 	})
-	reg.MustRegister(m.backfillRemaining, m.backfillRows, m.backfillDropped)
+	m.slotStatus = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name:        "philotes_slot_wal_status",
+		Help:        "1 for the slot's wal_status in pg_replication_slots (reserved, extended, unreserved: the WAL it needs goes at the next checkpoint unless it catches up, lost: invalidated), 0 for the others; reported by the reader replica only (all 0 elsewhere): use max.",
+		ConstLabels: labels,
+	}, []string{"status"})
+	for _, st := range SlotStatuses {
+		m.slotStatus.WithLabelValues(st)
+	}
+	m.parkedTables = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "philotes_parked_tables",
+		Help:        "Source tables parked now: their changes cannot be written (the log says why), their events wait in the buffer and are retried on a backoff, and every other table keeps flowing. Read from the shared buffer: aggregate with max.",
+		ConstLabels: labels,
+	})
+	m.parkedEvents = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name:        "philotes_parked_events",
+		Help:        "Events waiting for each parked table (schema.name); not counted in philotes_buffer_depth or philotes_cdc_lag_seconds. Read from the shared buffer: aggregate with max.",
+		ConstLabels: labels,
+	}, []string{"table"})
+	reg.MustRegister(m.backfillRemaining, m.backfillRows, m.backfillDropped, m.slotStatus, m.parkedTables, m.parkedEvents)
 	reg.MustRegister(m.readerActive, m.retainedWAL, m.depth, lag, m.processed, m.batch, m.errors,
 		m.committerActive, m.pendingFiles, m.pendingBytes, m.commitDuration, m.committedFiles, m.snapshots,
 		m.dataFiles, m.maintenance)
@@ -149,6 +171,30 @@ func (m *Metrics) SetReaderActive(active bool) {
 	} else {
 		m.readerActive.Set(0)
 		m.retainedWAL.Set(0)
+		m.SetSlotStatus("")
+	}
+}
+
+// SlotStatuses are the values of pg_replication_slots.wal_status.
+var SlotStatuses = []string{"reserved", "extended", "unreserved", "lost"}
+
+// SetSlotStatus records the slot's wal_status ("" when unknown: every status 0).
+func (m *Metrics) SetSlotStatus(status string) {
+	for _, st := range SlotStatuses {
+		v := 0.0
+		if st == status {
+			v = 1
+		}
+		m.slotStatus.WithLabelValues(st).Set(v)
+	}
+}
+
+// SetParked records the parked tables and the events waiting for each.
+func (m *Metrics) SetParked(events map[string]int64) {
+	m.parkedTables.Set(float64(len(events)))
+	m.parkedEvents.Reset()
+	for t, n := range events {
+		m.parkedEvents.WithLabelValues(t).Set(float64(n))
 	}
 }
 

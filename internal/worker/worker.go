@@ -32,6 +32,8 @@ type Sink interface {
 type Buffer interface {
 	Relation(ctx context.Context, key int64) (change.Table, error)
 	Stats(ctx context.Context) (buffer.Stats, error)
+	// Park records that a table's changes cannot be written, and why (see buffer.Claim.Park).
+	Park(ctx context.Context, t buffer.TableName, reason string) error
 	BackfillBuffer
 }
 
@@ -41,6 +43,8 @@ type Metrics interface {
 	SetBuffer(depth int64, oldest time.Time)
 	SetPending(files, bytes int64)
 	SetBackfillRemaining(rows int64)
+	// SetParked records the parked tables ("schema.name") and the events waiting for each.
+	SetParked(events map[string]int64)
 	CommitterMetrics
 	BackfillMetrics
 }
@@ -227,7 +231,16 @@ type processor struct {
 	w     *Worker
 	log   *slog.Logger
 	lease *buffer.Lease
+	// parkedDue is when the processor next looks for a parked table due for a retry.
+	parkedDue time.Time
 }
+
+// parkedPoll is how often a processor looks for a parked table due for a retry (each table's own backoff is
+// kept in the buffer: buffer.ParkedRetry).
+const parkedPoll = 5 * time.Second
+
+// errParked reports a batch abandoned because one of its tables was just parked.
+var errParked = errors.New("a table of the batch was parked")
 
 func (p *processor) close() {
 	if p.lease != nil {
@@ -242,9 +255,25 @@ func (p *processor) loop(ctx, hard context.Context, drain bool, drained context.
 	w := p.w
 	failures := 0
 	for ctx.Err() == nil && drained.Err() == nil {
+		if !drain && !time.Now().Before(p.parkedDue) {
+			// A parked table due for a retry: write its events, batch after batch while they keep coming.
+			n, err := p.processOne(hard, true)
+			if err != nil {
+				p.close()
+				p.log.Warn("parked table: retry failed", "err", err)
+			}
+			if err != nil || n < w.cfg.BatchSize {
+				p.parkedDue = time.Now().Add(parkedPoll)
+			}
+			continue
+		}
 		start := time.Now()
-		n, err := p.processOne(hard)
+		n, err := p.processOne(hard, false)
 		switch {
+		case errors.Is(err, errParked):
+			// The table is parked; the next claim sets its events aside and writes the others at once.
+			p.close()
+			continue
 		case err != nil:
 			// The claim is rolled back. Whatever files it wrote are the lease's to clean up, so end the lease:
 			// the committer removes them; the next claim starts a new lease.
@@ -270,10 +299,11 @@ func (p *processor) loop(ctx, hard context.Context, drain bool, drained context.
 	}
 }
 
-// processOne claims one batch, writes its data files, and records them while deleting the events. It returns
-// how many events it processed. On any error the claim is rolled back, so the events stay in the buffer for
-// another try.
-func (p *processor) processOne(ctx context.Context) (int, error) {
+// processOne claims one batch (or, with parked, the events of a parked table due for a retry), writes its data
+// files, and records them while deleting the events. It returns how many events it processed. On any error the
+// claim is rolled back, so the events stay in the buffer for another try. A table whose changes cannot be
+// written (change.ErrUnwritable) is parked and errParked returned: the next claim sets its events aside.
+func (p *processor) processOne(ctx context.Context, parked bool) (int, error) {
 	w := p.w
 	if p.lease == nil {
 		l, err := w.buf.NewLease(ctx)
@@ -283,12 +313,19 @@ func (p *processor) processOne(ctx context.Context) (int, error) {
 		}
 		p.lease = l
 	}
-	claim, err := p.lease.Claim(ctx, w.cfg.BatchSize)
+	var claim *buffer.Claim
+	var err error
+	if parked {
+		claim, err = p.lease.ClaimParked(ctx, w.cfg.BatchSize)
+	} else {
+		claim, err = p.lease.Claim(ctx, w.cfg.BatchSize)
+	}
 	if err != nil {
 		w.metrics.Error("buffer")
 		return 0, err
 	}
-	if len(claim.Events) == 0 {
+	retrying := claim.Unparking()
+	if len(claim.Events) == 0 && retrying == nil {
 		return 0, nil
 	}
 	defer claim.Rollback()
@@ -298,33 +335,31 @@ func (p *processor) processOne(ctx context.Context) (int, error) {
 		w.metrics.Error("buffer")
 		return 0, err
 	}
+	skip := map[buffer.TableName]bool{}
+	if retrying == nil {
+		if skip, err = claim.Parked(ctx); err != nil {
+			w.metrics.Error("buffer")
+			return 0, err
+		}
+	}
 	var files []buffer.NewFile
 	var writes []int64
 	for i := range batch {
 		tc := &batch[i]
-		location, err := w.sink.Prepare(ctx, tc.Table)
-		if err != nil {
-			w.metrics.Error("sink")
-			w.health.fail(partSink, err)
-			return 0, fmt.Errorf("sink: %w", err)
+		name := buffer.TableName{Schema: tc.Table.Schema, Name: tc.Table.Name}
+		if skip[name] {
+			claim.Park(name, eventIDs(tc.Changes))
+			continue
 		}
-		writeUUID := uuid.New()
-		id, err := p.lease.BeginWrite(ctx, writeUUID.String(), location)
+		written, write, err := p.write(ctx, tc)
+		if errors.Is(err, change.ErrUnwritable) {
+			return 0, p.park(ctx, name, retrying != nil, err)
+		}
 		if err != nil {
-			w.metrics.Error("buffer")
 			return 0, err
 		}
-		writes = append(writes, id)
-		written, err := w.sink.WriteFiles(ctx, tc, writeUUID)
-		if err != nil {
-			w.metrics.Error("sink")
-			w.health.fail(partSink, err)
-			return 0, fmt.Errorf("sink: %w", err)
-		}
-		for _, f := range written {
-			files = append(files, buffer.NewFile{Table: f.Table, File: f.Encoded, Bytes: f.Bytes, Records: f.Records,
-				OldestCommitTime: f.OldestCommitTime, MaxCommitLSN: f.MaxCommitLSN})
-		}
+		files = append(files, written...)
+		writes = append(writes, write)
 	}
 	if err := claim.Commit(ctx, files, writes); err != nil {
 		w.metrics.Error("buffer")
@@ -332,13 +367,84 @@ func (p *processor) processOne(ctx context.Context) (int, error) {
 	}
 	w.health.ok(partSink)
 	w.metrics.ObserveSink(time.Since(start), len(claim.Events))
+	if retrying != nil {
+		p.log.Info("parked table: wrote its waiting events", "table", retrying.String(), "events", len(claim.Events))
+	}
 	p.log.Debug("batch recorded", "events", len(claim.Events), "files", len(files), "took", time.Since(start))
 	return len(claim.Events), nil
 }
 
+// write writes one table's changes to data files under a recorded write, returning the files and the write.
+func (p *processor) write(ctx context.Context, tc *decoded) ([]buffer.NewFile, int64, error) {
+	w := p.w
+	if tc.err != nil {
+		return nil, 0, tc.err
+	}
+	location, err := w.sink.Prepare(ctx, tc.Table)
+	if err != nil {
+		return nil, 0, p.sinkFailed(err)
+	}
+	writeUUID := uuid.New()
+	id, err := p.lease.BeginWrite(ctx, writeUUID.String(), location)
+	if err != nil {
+		w.metrics.Error("buffer")
+		return nil, 0, err
+	}
+	written, err := w.sink.WriteFiles(ctx, &tc.TableChanges, writeUUID)
+	if err != nil {
+		return nil, 0, p.sinkFailed(err)
+	}
+	files := make([]buffer.NewFile, len(written))
+	for i, f := range written {
+		files[i] = buffer.NewFile{Table: f.Table, File: f.Encoded, Bytes: f.Bytes, Records: f.Records,
+			OldestCommitTime: f.OldestCommitTime, MaxCommitLSN: f.MaxCommitLSN}
+	}
+	return files, id, nil
+}
+
+// sinkFailed counts a failed write. Only a failure that is not the table's own says the warehouse is failing.
+func (p *processor) sinkFailed(err error) error {
+	if !errors.Is(err, change.ErrUnwritable) {
+		p.w.metrics.Error("sink")
+		p.w.health.fail(partSink, err)
+	}
+	return fmt.Errorf("sink: %w", err)
+}
+
+// park records that the table's changes cannot be written. The claim is abandoned: the next one sets the
+// table's events aside, and the other tables' events flow.
+func (p *processor) park(ctx context.Context, t buffer.TableName, again bool, cause error) error {
+	w := p.w
+	w.metrics.Error("table")
+	if err := w.buf.Park(ctx, t, cause.Error()); err != nil {
+		w.metrics.Error("buffer")
+		return errors.Join(cause, err)
+	}
+	if again {
+		return fmt.Errorf("table %s still cannot be written; it stays parked: %w", t, cause)
+	}
+	p.log.Error("parked a table whose changes cannot be written; its events wait in the buffer, the other tables keep flowing, and it is retried on a backoff until the cause is fixed",
+		"table", t.String(), "err", cause)
+	return fmt.Errorf("%w: %s", errParked, t)
+}
+
+func eventIDs(changes []change.Change) []int64 {
+	ids := make([]int64, len(changes))
+	for i := range changes {
+		ids[i] = changes[i].EventID
+	}
+	return ids
+}
+
+// decoded is one relation's changes in a claim, or why they cannot be decoded.
+type decoded struct {
+	change.TableChanges
+	err error
+}
+
 // decode turns claimed events into per-table changes, in event order.
-func (w *Worker) decode(ctx context.Context, events []buffer.Event) ([]change.TableChanges, error) {
-	var out []change.TableChanges
+func (w *Worker) decode(ctx context.Context, events []buffer.Event) ([]decoded, error) {
+	var out []decoded
 	index := map[int64]int{}
 	for i := range events {
 		e := &events[i]
@@ -350,7 +456,7 @@ func (w *Worker) decode(ctx context.Context, events []buffer.Event) ([]change.Ta
 			}
 			j = len(out)
 			index[e.Relation] = j
-			out = append(out, change.TableChanges{Table: t})
+			out = append(out, decoded{TableChanges: change.TableChanges{Table: t}})
 		}
 		c := change.Change{EventID: e.ID, Op: e.Op, CommitLSN: e.CommitLSN, LSN: e.LSN, Seq: e.Seq, CommitTime: e.CommitTime}
 		tuple := e.Tuple
@@ -359,11 +465,12 @@ func (w *Worker) decode(ctx context.Context, events []buffer.Event) ([]change.Ta
 		}
 		if tuple != nil {
 			vals, err := source.DecodeTuple(tuple, nil)
-			if err != nil {
-				return nil, fmt.Errorf("event %d: %w", e.ID, err)
+			if err == nil && len(vals) > len(out[j].Table.Columns) {
+				err = fmt.Errorf("%d values for %d columns", len(vals), len(out[j].Table.Columns))
 			}
-			if len(vals) > len(out[j].Table.Columns) {
-				return nil, fmt.Errorf("event %d: %d values for %d columns of %s.%s", e.ID, len(vals), len(out[j].Table.Columns), out[j].Table.Schema, out[j].Table.Name)
+			if err != nil && out[j].err == nil {
+				// Bytes that do not decode stay as they are however often they are read: the table is parked.
+				out[j].err = change.Unwritable(fmt.Errorf("decode event %d of %s.%s: %w", e.ID, out[j].Table.Schema, out[j].Table.Name, err))
 			}
 			c.Values = vals
 		}
@@ -382,6 +489,7 @@ func (w *Worker) statsLoop(ctx context.Context) {
 			w.metrics.SetBuffer(st.Depth, st.Oldest)
 			w.metrics.SetPending(st.PendingFiles, st.PendingBytes)
 			w.metrics.SetBackfillRemaining(st.BackfillRemaining)
+			w.metrics.SetParked(st.Parked)
 		} else if ctx.Err() == nil {
 			w.health.fail(partBuffer, err)
 			w.metrics.Error("buffer")

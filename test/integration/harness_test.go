@@ -373,9 +373,20 @@ func (s setup) bufferDepth(t *testing.T) int64 {
 // count runs a query that returns one number in the buffer database.
 func (s setup) count(t *testing.T, query string, args ...any) int64 {
 	t.Helper()
+	return countIn(t, s.bufURL, query, args...)
+}
+
+// countSource runs a query that returns one number in the source database.
+func (s setup) countSource(t *testing.T, query string, args ...any) int64 {
+	t.Helper()
+	return countIn(t, s.srcURL, query, args...)
+}
+
+func countIn(t *testing.T, url, query string, args ...any) int64 {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, s.bufURL)
+	conn, err := pgx.Connect(ctx, url)
 	require.NoError(t, err)
 	defer conn.Close(ctx)
 	var n int64

@@ -54,6 +54,16 @@ var changeColumns = [...]struct {
 	{colCommitTime, iceberg.PrimitiveTypes.TimestampTz},
 }
 
+// checkColumns refuses a source table with a column named like a change column: its changes cannot be written.
+func checkColumns(t change.Table) error {
+	for _, c := range t.Columns {
+		if isChangeColumn(c.Name) {
+			return change.Unwritable(fmt.Errorf("source column %q clashes with a change column of the same name", c.Name))
+		}
+	}
+	return nil
+}
+
 func isChangeColumn(name string) bool {
 	for _, c := range changeColumns {
 		if c.name == name {
@@ -119,11 +129,11 @@ func numericPrecisionScale(typmod int32) (precision, scale int, ok bool) {
 // newTableSchema builds the Iceberg schema for a source table: its columns (all optional, since deletes carry
 // only the key) followed by the change columns.
 func newTableSchema(t change.Table) (*iceberg.Schema, error) {
+	if err := checkColumns(t); err != nil {
+		return nil, err
+	}
 	fields := make([]iceberg.NestedField, 0, len(t.Columns)+len(changeColumns))
 	for _, c := range t.Columns {
-		if isChangeColumn(c.Name) {
-			return nil, fmt.Errorf("source column %q clashes with a change column of the same name", c.Name)
-		}
 		fields = append(fields, iceberg.NestedField{
 			ID: len(fields) + 1, Name: c.Name, Type: icebergType(c), Required: false,
 		})

@@ -257,10 +257,7 @@ func (s *Sink) evolveSchema(ctx context.Context, ts *tableState, add, promote []
 	txn := ts.tbl.NewTransaction()
 	us := txn.UpdateSchema(true, false)
 	var added, promoted []string
-	for _, c := range add {
-		if isChangeColumn(c.Name) {
-			return fmt.Errorf("source column %q clashes with a change column of the same name", c.Name)
-		}
+	for _, c := range add { // checkColumns has refused change column names
 		us.AddColumn([]string{c.Name}, icebergType(c), "", false, nil)
 		added = append(added, c.Name)
 	}
@@ -271,7 +268,7 @@ func (s *Sink) evolveSchema(ctx context.Context, ts *tableState, add, promote []
 		promoted = append(promoted, c.Name)
 	}
 	if err := us.Commit(); err != nil {
-		return fmt.Errorf("schema update (add %v, widen %v): %w", added, promoted, err)
+		return change.Unwritable(fmt.Errorf("schema update (add %v, widen %v): %w", added, promoted, err))
 	}
 	if _, err := txn.Commit(ctx); err != nil {
 		return &commitError{fmt.Errorf("commit schema update (add %v, widen %v): %w", added, promoted, err)}
@@ -329,10 +326,10 @@ func checkSource(tbl *table.Table, src change.Table) error {
 	schema, okS := p[propSourceSchema]
 	name, okN := p[propSourceTable]
 	if okS && okN && (schema != src.Schema || name != src.Name) {
-		return fmt.Errorf("table was created for source table %s.%s: name collision", schema, name)
+		return change.Unwritable(fmt.Errorf("table was created for source table %s.%s: name collision", schema, name))
 	}
 	if n := p.GetInt(table.CommitNumRetriesKey, 0); n != 0 {
-		return fmt.Errorf("table property %s is %d: must be 0 for exactly-once commits", table.CommitNumRetriesKey, n)
+		return change.Unwritable(fmt.Errorf("table property %s is %d: must be 0 for exactly-once commits", table.CommitNumRetriesKey, n))
 	}
 	return nil
 }

@@ -491,6 +491,7 @@ func TestNameCollision(t *testing.T) {
 			_, err := s.Prepare(ctx, b)
 			require.ErrorContains(t, err, "philotes.a_b_c")
 			require.ErrorContains(t, err, "created for source table a_b.c")
+			require.ErrorIs(t, err, change.ErrUnwritable, "the worker parks the table")
 			// WriteFiles without a successful Prepare refuses too, instead of writing into a's table.
 			_, err = s.WriteFiles(ctx, &change.TableChanges{Table: b, Changes: idChanges(2)}, uuid.New())
 			require.Error(t, err)
@@ -516,6 +517,7 @@ func TestBadValue(t *testing.T) {
 	files, err := s.WriteFiles(ctx, &bad, uuid.New())
 	require.ErrorContains(t, err, "philotes.app_events")
 	require.ErrorContains(t, err, `column "id", event 4`)
+	require.ErrorIs(t, err, change.ErrUnwritable, "the worker parks the table")
 	require.Empty(t, files)
 	require.Equal(t, before, filesUnder(t, loc, ".parquet"), "no file written")
 	ids, _ := writtenIDs(t, ctx, s)
@@ -525,4 +527,30 @@ func TestBadValue(t *testing.T) {
 	writeAndCommit(t, ctx, s, 3, idTC(3, 4))
 	ids, _ = writtenIDs(t, ctx, s)
 	require.Equal(t, idRange(1, 4), ids)
+}
+
+// A source column named like a change column cannot be written, whether the table has it from the start or
+// gets it later; the error says so and marks the table's changes unwritable (the worker parks the table).
+func TestChangeColumnClash(t *testing.T) {
+	env := newTestEnv(t)
+	s := newTestSink(t, env.config())
+	ctx := testContext(t, time.Minute)
+	withOp := func(name string) change.Table {
+		return change.Table{Schema: "app", Name: name, Columns: append(slices.Clone(idTable.Columns),
+			change.Column{Name: "_op", TypeOID: 25, TypeMod: -1})}
+	}
+	writeAndCommit(t, ctx, s, 1, change.TableChanges{Table: change.Table{Schema: "app", Name: "later", Columns: idTable.Columns}, Changes: idChanges(1)})
+	for _, tc := range []struct {
+		name  string
+		table change.Table
+	}{
+		{"at creation", withOp("fresh")},
+		{"added later", withOp("later")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := s.Prepare(ctx, tc.table)
+			require.ErrorContains(t, err, `source column "_op" clashes with a change column`)
+			require.ErrorIs(t, err, change.ErrUnwritable)
+		})
+	}
 }

@@ -72,6 +72,11 @@ func dataLocation(tbl *table.Table) string {
 }
 
 func (s *Sink) prepareLocked(ctx context.Context, ts *tableState, t change.Table) error {
+	// Checked before anything else: a table that exists already has the change columns, so a source column
+	// of the same name added later would otherwise be silently dropped.
+	if err := checkColumns(t); err != nil {
+		return err
+	}
 	if ts.tbl == nil {
 		tbl, err := s.loadOrCreate(ctx, ts, t)
 		if err != nil {
@@ -137,13 +142,13 @@ func (s *Sink) writeFilesLocked(ctx context.Context, ts *tableState, tc *change.
 		}
 		w, err := newRecordWriter(s.mem, sc)
 		if err != nil {
-			return nil, err
+			return nil, change.Unwritable(err)
 		}
 		ts.writer = w
 	}
 	rec, err := ts.writer.build(tc.Table, tc.Changes)
 	if err != nil {
-		return nil, err
+		return nil, change.Unwritable(err) // a value the column cannot hold: retrying cannot help
 	}
 	defer rec.Release()
 	records := func(yield func(arrow.RecordBatch, error) bool) {
