@@ -38,6 +38,7 @@ type Store interface {
 type Metrics interface {
 	SetReaderActive(active bool)
 	SetRetainedWAL(bytes uint64)
+	SetSlotStatus(walStatus string)
 	ObserveAppend(d time.Duration)
 	Error(kind string)
 }
@@ -215,6 +216,10 @@ func (r *Reader) session(ctx context.Context) (held bool, err error) {
 	// starts at its creation, so a change committed before that point never would).
 	r.cfg.Metrics.SetReaderActive(true)
 	defer r.cfg.Metrics.SetReaderActive(false)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() { defer close(watched); r.watch(watchCtx) }()
+	defer func() { stopWatch(); <-watched }()
 	return true, r.stream(ctx, conn, s, progress.NextID)
 }
 
@@ -290,28 +295,37 @@ func (r *Reader) ensurePublication(ctx context.Context, conn *pgconn.PgConn) err
 	if exists {
 		return checkIdentity(ctx, conn, publicationTablesCond(r.cfg.Publication), "publication "+r.cfg.Publication+" (PHILOTES_PUBLICATION)")
 	}
-	target, cond, what := "ALL TABLES", allTablesCond, "the tables a new FOR ALL TABLES publication would publish"
+	cond, what := allTablesCond, "the tables of a new publication (every table; PHILOTES_TABLES lists fewer)"
 	if len(r.cfg.Tables) > 0 {
-		names := make([]string, len(r.cfg.Tables))
-		for i, t := range r.cfg.Tables {
-			schema, table, _ := strings.Cut(t, ".")
-			names[i] = pgx.Identifier{schema, table}.Sanitize()
-		}
-		target, cond, what = "TABLE "+strings.Join(names, ", "), listedTablesCond(r.cfg.Tables), "the tables of PHILOTES_TABLES"
+		cond, what = listedTablesCond(r.cfg.Tables), "the tables of PHILOTES_TABLES"
 	}
 	if err := checkIdentity(ctx, conn, cond, what); err != nil {
 		return err
 	}
-	// A partitioned table's changes are published as its own (one Iceberg table), not as its partitions'.
-	if err := conn.Exec(ctx, fmt.Sprintf("CREATE PUBLICATION %s FOR %s WITH (publish_via_partition_root = true)",
-		pgx.Identifier{r.cfg.Publication}.Sanitize(), target)).Close(); err != nil {
+	tables, err := r.tablesWhere(ctx, conn, cond)
+	if err != nil {
+		return fmt.Errorf("list the tables for publication %s: %w", r.cfg.Publication, err)
+	}
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = pgx.Identifier{t.Schema, t.Name}.Sanitize()
+	}
+	target := ""
+	if len(names) > 0 {
+		target = " FOR TABLE " + strings.Join(names, ", ")
+	}
+	pub := pgx.Identifier{r.cfg.Publication}.Sanitize()
+	// A partitioned table's changes are published as its own (one Iceberg table), not as its partitions'. A
+	// publication for every table lists them rather than FOR ALL TABLES, and takes in later tables itself
+	// (watch.go), only those with a replica identity.
+	sql := fmt.Sprintf("CREATE PUBLICATION %s%s WITH (publish_via_partition_root = true)", pub, target)
+	if len(r.cfg.Tables) == 0 {
+		sql = "BEGIN; " + sql + "; COMMENT ON PUBLICATION " + pub + " IS " + quoteLiteral(managedComment) + "; COMMIT"
+	}
+	if err := conn.Exec(ctx, sql).Close(); err != nil {
 		return fmt.Errorf("create publication %s (PHILOTES_PUBLICATION, PHILOTES_TABLES): %w", r.cfg.Publication, err)
 	}
-	r.log.Info("created publication", "publication", r.cfg.Publication, "for", target)
-	if target == "ALL TABLES" {
-		r.log.Warn("the publication publishes every table, also those created later: PostgreSQL refuses UPDATE and DELETE on a later table without a primary key or replica identity; list the tables with PHILOTES_TABLES, or create the publication yourself, to keep such tables out",
-			"publication", r.cfg.Publication)
-	}
+	r.log.Info("created publication", "publication", r.cfg.Publication, "tables", len(names), "adds_new_tables", len(r.cfg.Tables) == 0)
 	return nil
 }
 
@@ -702,8 +716,11 @@ func (s *streamState) register(ctx context.Context, id uint32, t change.Table) e
 	if n > 0 {
 		s.r.log.Info("registered a new table for a backfill of its existing rows", "table", t.Schema+"."+t.Name)
 		s.tracked[id] = key
+		return nil
 	}
-	return nil
+	// Registered already (by the reader's watch, before it added the table to the publication): record its
+	// changed keys from this first change on.
+	return s.refreshTracked(ctx)
 }
 
 // track records the keys a change touches in a table being backfilled.

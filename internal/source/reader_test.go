@@ -46,6 +46,7 @@ func (o *observer) SetReaderActive(a bool) {
 	}
 }
 func (o *observer) SetRetainedWAL(uint64)       {}
+func (o *observer) SetSlotStatus(string)        {}
 func (o *observer) ObserveAppend(time.Duration) {}
 func (o *observer) Error(string)                {}
 func (o *observer) isActive() bool              { return o.active.Load() == 1 }

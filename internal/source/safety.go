@@ -19,11 +19,14 @@ var ErrSourceConfig = errors.New("the source database is not set up for replicat
 // DELETE on such a table once a publication that publishes updates or deletes includes it.
 func noIdentitySQL(cond string) string {
 	return `SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND (` + cond + `) AND (c.relreplident = 'n'
-   OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
-   OR (c.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)))
+WHERE c.relkind IN ('r', 'p') AND (` + cond + `) AND (` + noIdentityCond + `)
 ORDER BY 1`
 }
+
+// noIdentityCond is true for a table (pg_class c) without a usable replica identity.
+const noIdentityCond = `c.relreplident = 'n'
+   OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
+   OR (c.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident))`
 
 // checkIdentity refuses tables without a usable replica identity: with them in the publication, the application's
 // own UPDATE and DELETE statements fail ("cannot update table ... because it does not have a replica identity and
