@@ -121,76 +121,14 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, Usage); fs.PrintDefaults() }
 	var errs []error
-	env := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
-	str := func(p *string, flagName, envName, def, help string) {
-		fs.StringVar(p, flagName, env(envName, def), help+" ["+envName+"]")
-	}
-	num := func(p *int, flagName, envName string, def int, help string) {
-		fs.IntVar(p, flagName, fromEnv(getenv, &errs, envName, def, strconv.Atoi, "must be a whole number"), help+" ["+envName+"]")
-	}
-	dur := func(p *time.Duration, flagName, envName string, def time.Duration, help string) {
-		fs.DurationVar(p, flagName, fromEnv(getenv, &errs, envName, def, time.ParseDuration, "must be a duration such as 500ms, 5s or 1m"), help+" ["+envName+"]")
-	}
-	boolean := func(p *bool, flagName, envName, help string) {
-		fs.BoolVar(p, flagName, fromEnv(getenv, &errs, envName, false, strconv.ParseBool, "must be true or false"), help+" ["+envName+"]")
-	}
-
-	var tables, backfillTables, backfill, logLevel, s3Endpoint, s3Region, s3PathStyle, s3Key, s3Secret, s3Token, catalogToken, catalogWarehouse string
-	str(&c.SourceURL, "source-url", "PHILOTES_SOURCE_URL", "", "source database URL (the user needs REPLICATION)")
-	str(&c.BufferURL, "buffer-url", "PHILOTES_BUFFER_URL", "", "buffer database URL (default: the source URL; a separate database is recommended)")
-	str(&c.SourceName, "source-name", "PHILOTES_SOURCE_NAME", "", "source label and buffer key (default: the slot name)")
-	str(&c.Slot, "slot", "PHILOTES_SLOT", "philotes_cdc", "logical replication slot")
-	str(&c.Publication, "publication", "PHILOTES_PUBLICATION", "philotes_pub", "publication")
-	if c.Mode == Backfill {
-		fs.StringVar(&backfillTables, "tables", "", "comma-separated schema.table list of the tables to backfill (required)")
-		tables = getenv("PHILOTES_TABLES")
-	} else {
-		str(&tables, "tables", "PHILOTES_TABLES", "", "comma-separated schema.table list for a new publication (default: all tables)")
-	}
-	str(&backfill, "backfill", "PHILOTES_BACKFILL", "auto", "auto: backfill the existing rows of every published table the first time it is seen; off: only on request (philotes-worker backfill)")
-	num(&c.BackfillWorkers, "backfill-workers", "PHILOTES_BACKFILL_WORKERS", 2, "backfill chunks this replica reads at once (0: none; other replicas still backfill)")
-	num(&c.BackfillChunkRows, "backfill-chunk-rows", "PHILOTES_BACKFILL_CHUNK_ROWS", 10000, "rows per backfill chunk: one short read transaction on the source each")
-	num(&c.BackfillMaxRowsPerSecond, "backfill-max-rows-per-second", "PHILOTES_BACKFILL_MAX_ROWS_PER_SECOND", 0, "cap on the rows this replica's backfill reads from the source per second (0: no cap)")
-	boolean(&c.NoReader, "no-reader", "PHILOTES_NO_READER", "never take the reader role: process the buffer only")
-	num(&c.Processors, "processors", "PHILOTES_PROCESSORS", 2, "buffer processors in this replica")
-	num(&c.BatchSize, "batch-size", "PHILOTES_BATCH_SIZE", 5000, "events per buffer append and per processor claim")
-	num(&c.MaxEventsPerSecond, "processor-max-events-per-second", "PHILOTES_PROCESSOR_MAX_EVENTS_PER_SECOND", 0, "cap on the events one processor writes per second, to spread a backlog's writes to the warehouse over time and let the autoscaler add replicas instead (0: no cap)")
-	dur(&c.FlushInterval, "flush-interval", "PHILOTES_FLUSH_INTERVAL", 200*time.Millisecond, "longest a change waits in the reader before it is appended")
-	dur(&c.StatusInterval, "status-interval", "PHILOTES_STATUS_INTERVAL", time.Second, "how often the reader confirms its position to the source")
-	dur(&c.ReaderRetryInterval, "reader-retry-interval", "PHILOTES_READER_RETRY_INTERVAL", 2*time.Second, "how often a replica without the reader (or committer) role tries to take it")
-	dur(&c.StatsInterval, "stats-interval", "PHILOTES_STATS_INTERVAL", 2*time.Second, "how often buffer depth and lag are read")
-	dur(&c.IdlePollInterval, "idle-poll-interval", "PHILOTES_IDLE_POLL_INTERVAL", 500*time.Millisecond, "how often an idle processor looks for work")
-	dur(&c.ShutdownTimeout, "shutdown-timeout", "PHILOTES_SHUTDOWN_TIMEOUT", 25*time.Second, "after SIGTERM, how long in-flight batches may take before they are released (keep below terminationGracePeriodSeconds)")
-	str(&c.IcebergWarehouse, "iceberg-warehouse", "PHILOTES_ICEBERG_WAREHOUSE", "file:///var/lib/philotes/warehouse", "Iceberg warehouse: file:///path or s3://bucket/prefix")
-	str(&c.IcebergCatalogURI, "iceberg-catalog-uri", "PHILOTES_ICEBERG_CATALOG_URI", "", "REST catalog URI (http/https); empty: SQL catalog in the buffer database")
-	str(&c.IcebergCatalogName, "iceberg-catalog-name", "PHILOTES_ICEBERG_CATALOG_NAME", "philotes", "Iceberg catalog name")
-	str(&c.IcebergNamespace, "iceberg-namespace", "PHILOTES_ICEBERG_NAMESPACE", "philotes", "Iceberg namespace for the tables")
-	dur(&c.CommitInterval, "iceberg-commit-interval", "PHILOTES_ICEBERG_COMMIT_INTERVAL", 10*time.Second, "the committer commits each table's new data files at most once per interval (one snapshot per table per interval, however many replicas write)")
-	num(&c.CommitBytes, "iceberg-commit-bytes", "PHILOTES_ICEBERG_COMMIT_BYTES", 128<<20, "commit sooner once this many bytes of data files wait for a commit")
-	dur(&c.SnapshotRetention, "iceberg-snapshot-retention", "PHILOTES_ICEBERG_SNAPSHOT_RETENTION", time.Hour, "table maintenance expires snapshots older than this (time travel reaches back this far)")
-	num(&c.SnapshotsToKeep, "iceberg-snapshots-to-keep", "PHILOTES_ICEBERG_SNAPSHOTS_TO_KEEP", 5, "snapshots every table keeps whatever their age")
-	dur(&c.MaintenanceInterval, "iceberg-maintenance-interval", "PHILOTES_ICEBERG_MAINTENANCE_INTERVAL", 5*time.Minute, "how often the committer maintains each table that took commits: expire snapshots, compact small data files, rewrite manifests (0s turns maintenance off)")
-	num(&c.TargetFileBytes, "iceberg-target-file-bytes", "PHILOTES_ICEBERG_TARGET_FILE_BYTES", 128<<20, "compaction merges small data files toward this size")
-	str(&catalogToken, "iceberg-catalog-token", "PHILOTES_ICEBERG_CATALOG_TOKEN", "", "bearer token for the REST catalog")
-	str(&catalogWarehouse, "iceberg-catalog-warehouse", "PHILOTES_ICEBERG_CATALOG_WAREHOUSE", "", "warehouse name sent to the REST catalog (e.g. a Lakekeeper warehouse); empty: PHILOTES_ICEBERG_WAREHOUSE")
-	str(&s3Endpoint, "s3-endpoint", "PHILOTES_S3_ENDPOINT", "", "S3-compatible endpoint URL, e.g. http://minio:9000 (empty: AWS S3)")
-	str(&s3Region, "s3-region", "PHILOTES_S3_REGION", "", "S3 region (empty: AWS_REGION or the SDK's default chain)")
-	str(&s3PathStyle, "s3-path-style", "PHILOTES_S3_PATH_STYLE", "auto", "path-style addressing (http://endpoint/bucket/key): true, false (virtual-hosted: http://bucket.endpoint/key), or auto (path-style when PHILOTES_S3_ENDPOINT is set)")
-	str(&s3Key, "s3-access-key-id", "PHILOTES_S3_ACCESS_KEY_ID", "", "S3 access key id (empty: the AWS SDK's default chain: AWS_* variables, web identity (IRSA), instance role)")
-	str(&s3Secret, "s3-secret-access-key", "PHILOTES_S3_SECRET_ACCESS_KEY", "", "S3 secret access key")
-	str(&s3Token, "s3-session-token", "PHILOTES_S3_SESSION_TOKEN", "", "S3 session token, with temporary keys")
-	str(&c.HTTPAddr, "http-addr", "PHILOTES_HTTP_ADDR", ":8080", "address for /metrics, /healthz and /readyz")
-	str(&logLevel, "log-level", "PHILOTES_LOG_LEVEL", "info", "debug, info, warn or error")
-	str(&c.LogFormat, "log-format", "PHILOTES_LOG_FORMAT", "json", "json or text")
+	var v raw
+	define(fs, &c, &v, getenv, &errs)
 
 	if err := fs.Parse(args[1:]); err != nil {
 		return Config{}, err
 	}
+	tables, backfillTables, backfill, logLevel, s3Endpoint, s3Region, s3PathStyle, s3Key, s3Secret, s3Token, catalogToken, catalogWarehouse :=
+		v.tables, v.backfillTables, v.backfill, v.logLevel, v.s3Endpoint, v.s3Region, v.s3PathStyle, v.s3Key, v.s3Secret, v.s3Token, v.catalogToken, v.catalogWarehouse
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q: settings are flags (--name value) or PHILOTES_* variables", fs.Args()))
 	}
@@ -253,6 +191,104 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// raw holds the settings that Parse checks and converts after the flags are parsed.
+type raw struct {
+	tables, backfillTables, backfill, logLevel, s3Endpoint, s3Region, s3PathStyle, s3Key, s3Secret, s3Token, catalogToken, catalogWarehouse string
+}
+
+// define registers every setting of c.Mode as a flag whose default comes from its PHILOTES_* variable: the one
+// definition of the settings (name, variable, default, meaning) that Parse, -h and Settings read.
+func define(fs *flag.FlagSet, c *Config, v *raw, getenv func(string) string, errs *[]error) {
+	env := func(name, def string) string {
+		if val := getenv(name); val != "" {
+			return val
+		}
+		return def
+	}
+	str := func(p *string, flagName, envName, def, help string) {
+		fs.StringVar(p, flagName, env(envName, def), help+" ["+envName+"]")
+	}
+	num := func(p *int, flagName, envName string, def int, help string) {
+		fs.IntVar(p, flagName, fromEnv(getenv, errs, envName, def, strconv.Atoi, "must be a whole number"), help+" ["+envName+"]")
+	}
+	dur := func(p *time.Duration, flagName, envName string, def time.Duration, help string) {
+		fs.DurationVar(p, flagName, fromEnv(getenv, errs, envName, def, time.ParseDuration, "must be a duration such as 500ms, 5s or 1m"), help+" ["+envName+"]")
+	}
+	boolean := func(p *bool, flagName, envName, help string) {
+		fs.BoolVar(p, flagName, fromEnv(getenv, errs, envName, false, strconv.ParseBool, "must be true or false"), help+" ["+envName+"]")
+	}
+
+	str(&c.SourceURL, "source-url", "PHILOTES_SOURCE_URL", "", "source database URL (the user needs REPLICATION)")
+	str(&c.BufferURL, "buffer-url", "PHILOTES_BUFFER_URL", "", "buffer database URL (default: the source URL; a separate database is recommended)")
+	str(&c.SourceName, "source-name", "PHILOTES_SOURCE_NAME", "", "source label and buffer key (default: the slot name)")
+	str(&c.Slot, "slot", "PHILOTES_SLOT", "philotes_cdc", "logical replication slot")
+	str(&c.Publication, "publication", "PHILOTES_PUBLICATION", "philotes_pub", "publication")
+	if c.Mode == Backfill {
+		fs.StringVar(&v.backfillTables, "tables", "", "comma-separated schema.table list of the tables to backfill (required)")
+		v.tables = getenv("PHILOTES_TABLES")
+	} else {
+		str(&v.tables, "tables", "PHILOTES_TABLES", "", "comma-separated schema.table list for a new publication (default: all tables)")
+	}
+	str(&v.backfill, "backfill", "PHILOTES_BACKFILL", "auto", "auto: backfill the existing rows of every published table the first time it is seen; off: only on request (philotes-worker backfill)")
+	num(&c.BackfillWorkers, "backfill-workers", "PHILOTES_BACKFILL_WORKERS", 2, "backfill chunks this replica reads at once (0: none; other replicas still backfill)")
+	num(&c.BackfillChunkRows, "backfill-chunk-rows", "PHILOTES_BACKFILL_CHUNK_ROWS", 10000, "rows per backfill chunk: one short read transaction on the source each")
+	num(&c.BackfillMaxRowsPerSecond, "backfill-max-rows-per-second", "PHILOTES_BACKFILL_MAX_ROWS_PER_SECOND", 0, "cap on the rows this replica's backfill reads from the source per second (0: no cap)")
+	boolean(&c.NoReader, "no-reader", "PHILOTES_NO_READER", "never take the reader role: process the buffer only")
+	num(&c.Processors, "processors", "PHILOTES_PROCESSORS", 2, "buffer processors in this replica")
+	num(&c.BatchSize, "batch-size", "PHILOTES_BATCH_SIZE", 5000, "events per buffer append and per processor claim")
+	num(&c.MaxEventsPerSecond, "processor-max-events-per-second", "PHILOTES_PROCESSOR_MAX_EVENTS_PER_SECOND", 0, "cap on the events one processor writes per second, to spread a backlog's writes to the warehouse over time and let the autoscaler add replicas instead (0: no cap)")
+	dur(&c.FlushInterval, "flush-interval", "PHILOTES_FLUSH_INTERVAL", 200*time.Millisecond, "longest a change waits in the reader before it is appended")
+	dur(&c.StatusInterval, "status-interval", "PHILOTES_STATUS_INTERVAL", time.Second, "how often the reader confirms its position to the source")
+	dur(&c.ReaderRetryInterval, "reader-retry-interval", "PHILOTES_READER_RETRY_INTERVAL", 2*time.Second, "how often a replica without the reader (or committer) role tries to take it")
+	dur(&c.StatsInterval, "stats-interval", "PHILOTES_STATS_INTERVAL", 2*time.Second, "how often buffer depth and lag are read")
+	dur(&c.IdlePollInterval, "idle-poll-interval", "PHILOTES_IDLE_POLL_INTERVAL", 500*time.Millisecond, "how often an idle processor looks for work")
+	dur(&c.ShutdownTimeout, "shutdown-timeout", "PHILOTES_SHUTDOWN_TIMEOUT", 25*time.Second, "after SIGTERM, how long in-flight batches may take before they are released (keep below terminationGracePeriodSeconds)")
+	str(&c.IcebergWarehouse, "iceberg-warehouse", "PHILOTES_ICEBERG_WAREHOUSE", "file:///var/lib/philotes/warehouse", "Iceberg warehouse: file:///path or s3://bucket/prefix")
+	str(&c.IcebergCatalogURI, "iceberg-catalog-uri", "PHILOTES_ICEBERG_CATALOG_URI", "", "REST catalog URI (http/https); empty: SQL catalog in the buffer database")
+	str(&c.IcebergCatalogName, "iceberg-catalog-name", "PHILOTES_ICEBERG_CATALOG_NAME", "philotes", "Iceberg catalog name")
+	str(&c.IcebergNamespace, "iceberg-namespace", "PHILOTES_ICEBERG_NAMESPACE", "philotes", "Iceberg namespace for the tables")
+	dur(&c.CommitInterval, "iceberg-commit-interval", "PHILOTES_ICEBERG_COMMIT_INTERVAL", 10*time.Second, "the committer commits each table's new data files at most once per interval (one snapshot per table per interval, however many replicas write)")
+	num(&c.CommitBytes, "iceberg-commit-bytes", "PHILOTES_ICEBERG_COMMIT_BYTES", 128<<20, "commit sooner once this many bytes of data files wait for a commit")
+	dur(&c.SnapshotRetention, "iceberg-snapshot-retention", "PHILOTES_ICEBERG_SNAPSHOT_RETENTION", time.Hour, "table maintenance expires snapshots older than this (time travel reaches back this far)")
+	num(&c.SnapshotsToKeep, "iceberg-snapshots-to-keep", "PHILOTES_ICEBERG_SNAPSHOTS_TO_KEEP", 5, "snapshots every table keeps whatever their age")
+	dur(&c.MaintenanceInterval, "iceberg-maintenance-interval", "PHILOTES_ICEBERG_MAINTENANCE_INTERVAL", 5*time.Minute, "how often the committer maintains each table that took commits: expire snapshots, compact small data files, rewrite manifests (0s turns maintenance off)")
+	num(&c.TargetFileBytes, "iceberg-target-file-bytes", "PHILOTES_ICEBERG_TARGET_FILE_BYTES", 128<<20, "compaction merges small data files toward this size")
+	str(&v.catalogToken, "iceberg-catalog-token", "PHILOTES_ICEBERG_CATALOG_TOKEN", "", "bearer token for the REST catalog")
+	str(&v.catalogWarehouse, "iceberg-catalog-warehouse", "PHILOTES_ICEBERG_CATALOG_WAREHOUSE", "", "warehouse name sent to the REST catalog (e.g. a Lakekeeper warehouse); empty: PHILOTES_ICEBERG_WAREHOUSE")
+	str(&v.s3Endpoint, "s3-endpoint", "PHILOTES_S3_ENDPOINT", "", "S3-compatible endpoint URL, e.g. http://minio:9000 (empty: AWS S3)")
+	str(&v.s3Region, "s3-region", "PHILOTES_S3_REGION", "", "S3 region (empty: AWS_REGION or the SDK's default chain)")
+	str(&v.s3PathStyle, "s3-path-style", "PHILOTES_S3_PATH_STYLE", "auto", "path-style addressing (http://endpoint/bucket/key): true, false (virtual-hosted: http://bucket.endpoint/key), or auto (path-style when PHILOTES_S3_ENDPOINT is set)")
+	str(&v.s3Key, "s3-access-key-id", "PHILOTES_S3_ACCESS_KEY_ID", "", "S3 access key id (empty: the AWS SDK's default chain: AWS_* variables, web identity (IRSA), instance role)")
+	str(&v.s3Secret, "s3-secret-access-key", "PHILOTES_S3_SECRET_ACCESS_KEY", "", "S3 secret access key")
+	str(&v.s3Token, "s3-session-token", "PHILOTES_S3_SESSION_TOKEN", "", "S3 session token, with temporary keys")
+	str(&c.HTTPAddr, "http-addr", "PHILOTES_HTTP_ADDR", ":8080", "address for /metrics, /healthz and /readyz")
+	str(&v.logLevel, "log-level", "PHILOTES_LOG_LEVEL", "info", "debug, info, warn or error")
+	str(&c.LogFormat, "log-format", "PHILOTES_LOG_FORMAT", "json", "json or text")
+
+}
+
+// Setting is one setting as define registers it.
+type Setting struct {
+	Flag, Env, Default, Help string
+}
+
+// Settings lists the settings of a command, in the order -h prints them, with their built-in defaults.
+func Settings(mode Mode) []Setting {
+	fs := flag.NewFlagSet(string(mode), flag.ContinueOnError)
+	c := Config{Mode: mode}
+	var errs []error
+	define(fs, &c, &raw{}, func(string) string { return "" }, &errs)
+	var out []Setting
+	fs.VisitAll(func(f *flag.Flag) {
+		st := Setting{Flag: f.Name, Default: f.DefValue, Help: f.Usage}
+		if i := strings.LastIndex(f.Usage, " [PHILOTES_"); i >= 0 && strings.HasSuffix(f.Usage, "]") {
+			st.Help, st.Env = f.Usage[:i], f.Usage[i+2:len(f.Usage)-1]
+		}
+		out = append(out, st)
+	})
+	return out
 }
 
 func (c *Config) validate() []error {
