@@ -6,7 +6,9 @@
 #   4. fails when a chart README.md is not what helm-docs generates from values.yaml and README.md.gotmpl
 #      (--fix-readme regenerates them instead);
 #   5. runs the Go chart tests: cd test/charts && go test ./...
-# Needs only Go, git and the Go module proxy.
+#   6. runs the alert rules' promtool unit tests (scripts/chart-alerts-test.sh; promtool from Debian's prometheus
+#      package, `bash test/e2e/tools/build.sh prometheus`; skipped without it unless CI=true).
+# Needs only Go, git and the Go module proxy (and promtool for step 6).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,6 +27,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r charts "$work/charts"
 
+# The worker chart refuses to render without the source database (database.sourceUrl or database.existingSecret).
+src=(--set database.sourceUrl=postgres://philotes@db:5432/app)
+umbrella_src=(--set philotes-worker.database.sourceUrl=postgres://philotes@db:5432/app)
 for helm in "$HELM3" "$HELM4"; do
   v=$("$helm" version --short)
   # Keep each Helm's caches and repository config out of $HOME's defaults: no repositories are needed.
@@ -33,14 +38,15 @@ for helm in "$HELM3" "$HELM4"; do
   step "$v: helm dependency build charts/philotes (offline, file://../philotes-worker)"
   "$helm" dependency build "$work/charts/philotes" --skip-refresh
   step "$v: helm lint --strict charts/philotes-worker"
-  "$helm" lint --strict "$work/charts/philotes-worker"
+  "$helm" lint --strict "$work/charts/philotes-worker" "${src[@]}"
   for f in values.yaml values-dev.yaml values-production.yaml; do
     step "$v: helm lint --strict charts/philotes -f $f"
-    "$helm" lint --strict "$work/charts/philotes" -f "$work/charts/philotes/$f"
+    "$helm" lint --strict "$work/charts/philotes" -f "$work/charts/philotes/$f" "${umbrella_src[@]}"
   done
-  step "$v: helm template (both charts)"
-  "$helm" template cdc "$work/charts/philotes-worker" --set keda.enabled=true \
-    --set worker.iceberg.warehouse=s3://philotes-lake/warehouse >/dev/null
+  step "$v: helm template (both charts; the worker's with the dashboard, the alerts and a NetworkPolicy)"
+  "$helm" template cdc "$work/charts/philotes-worker" "${src[@]}" --set keda.enabled=true \
+    --set worker.iceberg.warehouse=s3://philotes-lake/warehouse --set grafanaDashboard.enabled=true \
+    --set prometheusRule.enabled=true --set networkPolicy.enabled=true --set networkPolicy.restrictEgress=true >/dev/null
   "$helm" template cdc "$work/charts/philotes" -f "$work/charts/philotes/values-production.yaml" >/dev/null
 done
 
@@ -67,5 +73,8 @@ fi
 
 step "go vet and go test in test/charts"
 (cd test/charts && GOWORK=off go vet ./... && GOWORK=off go test -count=1 ./...)
+
+step "alert rules: promtool test rules"
+HELM4="$HELM4" bash scripts/chart-alerts-test.sh
 
 step "all chart checks passed in $((SECONDS - start))s"

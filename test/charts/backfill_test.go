@@ -213,7 +213,7 @@ func TestBackfillRefusals(t *testing.T) {
 			[]string{"backfillJob.enabled is true but backfillJob.tables is empty", "backfillJob.tables: [public.orders]"}},
 		{"job with an empty table list", "database: {sourceUrl: x}\nbackfillJob: {enabled: true, tables: []}\n",
 			[]string{"backfillJob.tables is empty"}},
-		{"job without the source database", "backfillJob: {enabled: true, tables: [public.orders]}\n",
+		{"job without the source database", mergeValues(s3Lake, "database: {sourceUrl: '', bufferUrl: 'postgres://u@b/buf'}\nworker: {noReader: true}\nbackfillJob: {enabled: true, tables: [public.orders]}\n"),
 			[]string{"backfillJob.enabled needs the source database", "database.sourceUrl", "database.existingSecret"}},
 		{"schema: unknown mode", "worker: {backfill: {mode: sometimes}}\n", []string{"mode"}},
 		{"schema: mode true", "worker: {backfill: {mode: true}}\n", []string{"mode"}},

@@ -21,7 +21,7 @@ func readmeExamples(t *testing.T) map[string]string {
 // TestReadmeExamplesRenderValid checks that the README's corrected plan examples render and validate.
 func TestReadmeExamplesRenderValid(t *testing.T) {
 	ex := readmeExamples(t)
-	require.ElementsMatch(t, []string{"basic", "scale-to-zero", "multi-metric", "object-storage"}, keysOf(ex))
+	require.ElementsMatch(t, []string{"basic", "scale-to-zero", "multi-metric", "object-storage", "network-policy"}, keysOf(ex))
 	for n, values := range ex {
 		t.Run(n, func(t *testing.T) {
 			r := mustRender(t, workerChart, values)

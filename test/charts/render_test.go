@@ -49,9 +49,26 @@ func loadChart(dir string) (*chart.Chart, error) {
 	return ch, nil
 }
 
+// testSourceURL is the source database of every test release whose values do not set database.sourceUrl: the worker
+// chart refuses to render without a source database (database.sourceUrl or database.existingSecret), as it must for
+// a real release. A test of that refusal sets database.sourceUrl to "" itself.
+const testSourceURL = "postgres://replicator@source-db:5432/app"
+
+// withSourceDB returns vals on top of values that give the release testSourceURL (for the umbrella, under
+// philotes-worker): values that set database.* themselves win.
+func withSourceDB(dir string, vals map[string]any) map[string]any {
+	base := map[string]any{"database": map[string]any{"sourceUrl": testSourceURL}}
+	if filepath.Base(dir) == "philotes" {
+		base = map[string]any{"philotes-worker": base}
+	}
+	return mergeMaps(base, vals)
+}
+
 // renderValues renders a chart with values given as a map (numbers as int64, like --set) the way
-// `helm template` does: install with client dry run, schema validation on.
+// `helm template` does: install with client dry run, schema validation on. The release gets testSourceURL unless
+// the values set the source database (see withSourceDB).
 func renderValues(dir string, vals map[string]any) (*Rendered, error) {
+	vals = withSourceDB(dir, vals)
 	ch, err := loadChart(dir)
 	if err != nil {
 		return nil, err

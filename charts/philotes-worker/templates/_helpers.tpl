@@ -159,22 +159,52 @@ Prometheus trigger whose query was overridden (it may read something other than 
 {{- end }}
 
 {{/*
-Label matchers scoping the default PromQL to this release: namespace and pods, plus extra matchers.
+The label matchers that scope PromQL to this release, comma-separated, without braces. The one definition of the
+release's scope (keda.prometheus.scope) for the KEDA triggers' default queries, the Grafana dashboard and the alert
+rules. Usage:
+  include "philotes-worker.promMatchers" (dict "ctx" $ "namespace" .Release.Namespace "jobs" false "keda" false)
+namespace: the value the namespace label must equal: the release namespace, or "$namespace" (the dashboard's
+  variable).
+jobs: true widens the default pod regex from the Deployment's pods (<fullname>-<replicaset>-<pod>, what the triggers
+  read) to every pod of the release that runs the worker: the drain jobs' (<fullname>-drain-<job>-<pod>) and the
+  backfill Job's (<fullname>-backfill-<id>-<pod>) too. A podRegex set by the user is used as it is.
+keda: true scopes KEDA's own metrics (keda_*) instead: their namespace label (scope.kedaNamespaceLabel) and this
+  release's ScaledObject and ScaledJob names in the scaledObject label (KEDA puts both kinds' names there).
 */}}
-{{- define "philotes-worker.keda.promSelector" -}}
-{{- $s := .Values.keda.prometheus.scope }}
+{{- define "philotes-worker.promMatchers" -}}
+{{- $ctx := .ctx }}
+{{- $s := $ctx.Values.keda.prometheus.scope }}
+{{- $fullname := include "philotes-worker.fullname" $ctx }}
 {{- $m := list }}
+{{- if .keda }}
+{{- if $s.kedaNamespaceLabel }}
+{{- $m = append $m (printf "%s=%q" $s.kedaNamespaceLabel .namespace) }}
+{{- end }}
+{{- $m = append $m (printf "scaledObject=~%q" (printf "%s|%s-drain" $fullname $fullname)) }}
+{{- else }}
 {{- if $s.namespaceLabel }}
-{{- $m = append $m (printf "%s=%q" $s.namespaceLabel .Release.Namespace) }}
+{{- $m = append $m (printf "%s=%q" $s.namespaceLabel .namespace) }}
 {{- end }}
 {{- if $s.podLabel }}
-{{- $re := default (printf "%s-[a-z0-9]+-[a-z0-9]+" (include "philotes-worker.fullname" .)) $s.podRegex }}
+{{- $pods := "[a-z0-9]+" }}
+{{- if .jobs }}{{ $pods = "([a-z0-9]+|drain-[a-z0-9]+|backfill-[a-z0-9-]+)" }}{{ end }}
+{{- $re := default (printf "%s-%s-[a-z0-9]+" $fullname $pods) $s.podRegex }}
 {{- $m = append $m (printf "%s=~%q" $s.podLabel $re) }}
+{{- end }}
 {{- end }}
 {{- if $s.extraMatchers }}
 {{- $m = append $m $s.extraMatchers }}
 {{- end }}
-{{- printf "{%s}" (join "," $m) }}
+{{- join "," $m }}
+{{- end }}
+
+{{/*
+A PromQL selector of this release: the matchers of philotes-worker.promMatchers plus any given, in braces.
+Usage: include "philotes-worker.promSelector" (dict "ctx" $ "namespace" .Release.Namespace "jobs" true "extra" (list `status="lost"`))
+*/}}
+{{- define "philotes-worker.promSelector" -}}
+{{- $m := include "philotes-worker.promMatchers" . }}
+{{- printf "{%s}" (join "," (compact (concat (list $m) (.extra | default list)))) }}
 {{- end }}
 
 {{/*
@@ -186,7 +216,7 @@ Usage: include "philotes-worker.keda.promQuery" (dict "ctx" $ "trigger" $t "kind
 {{- if $t.query }}
 {{- tpl $t.query .ctx }}
 {{- else }}
-{{- $sel := include "philotes-worker.keda.promSelector" .ctx }}
+{{- $sel := include "philotes-worker.promSelector" (dict "ctx" .ctx "namespace" .ctx.Release.Namespace) }}
 {{- if eq .kind "throughput" }}
 {{- printf "sum(rate(%s%s[%s]))" $t.metricName $sel $t.rateWindow }}
 {{- else }}
@@ -373,6 +403,12 @@ message names the value, why, and the fix. Included by the Deployment, which alw
 {{- define "philotes-worker.validate" -}}
 {{- $v := .Values }}
 {{- $k := $v.keda }}
+{{- /* The database URLs reach the worker only through the Secret: without a source URL the reader cannot start (and
+a replica without a reader needs the buffer URL instead), so the pods would crash-loop on exit 2. */}}
+{{- $db := $v.database }}
+{{- if and (not $db.existingSecret) (not $db.sourceUrl) (not (and $v.worker.noReader $db.bufferUrl)) }}
+{{- fail (printf "database.sourceUrl is empty and database.existingSecret is not set: the worker needs the source database's URL (PHILOTES_SOURCE_URL; its user needs the REPLICATION attribute). Set database.sourceUrl (e.g. postgres://replicator:secret@db:5432/app?sslmode=require; database.bufferUrl for a separate buffer database), or database.existingSecret naming a Secret with the key %s (and optionally %s). Only a release without a reader (worker.noReader: true) can do without it, and then needs database.bufferUrl." $db.sourceUrlKey $db.bufferUrlKey) }}
+{{- end }}
 {{- if le (int64 (include "philotes-worker.num" $v.terminationGracePeriodSeconds)) (int64 (include "philotes-worker.num" $v.worker.shutdownTimeoutSeconds)) }}
 {{- fail (printf "terminationGracePeriodSeconds (%s) must be greater than worker.shutdownTimeoutSeconds (%s): the pod would be killed before in-flight batches are rolled back. Raise terminationGracePeriodSeconds or lower worker.shutdownTimeoutSeconds." (include "philotes-worker.num" $v.terminationGracePeriodSeconds) (include "philotes-worker.num" $v.worker.shutdownTimeoutSeconds)) }}
 {{- end }}
@@ -552,6 +588,9 @@ containers:
   - name: worker
     image: {{ include "philotes-worker.image" $ctx | quote }}
     imagePullPolicy: {{ $v.image.pullPolicy }}
+    {{- /* The worker writes nothing to /dev/termination-log: on a failure the last log lines (e.g. why it exited
+    with status 2) become the termination message that `kubectl describe pod` shows. */}}
+    terminationMessagePolicy: FallbackToLogsOnError
     args:
       {{- toYaml .args | nindent 6 }}
     ports:

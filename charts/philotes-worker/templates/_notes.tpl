@@ -6,11 +6,6 @@ Philotes worker {{ include "philotes-worker.fullname" . }} is installed in names
 
 Metrics, health and readiness: port {{ include "philotes-worker.num" .Values.worker.httpPort }} (/metrics, /healthz, /readyz)
   kubectl -n {{ .Release.Namespace }} port-forward svc/{{ include "philotes-worker.fullname" . }} {{ include "philotes-worker.num" .Values.service.port }}
-{{- if and (not .Values.database.existingSecret) (not .Values.database.sourceUrl) (not .Values.worker.noReader) }}
-
-WARNING: database.sourceUrl and database.existingSecret are both empty: the worker cannot start its reader.
-         Set database.sourceUrl, or database.existingSecret with key {{ .Values.database.sourceUrlKey }}.
-{{- end }}
 {{- $wh := toString .Values.worker.iceberg.warehouse }}
 {{- if and (hasPrefix "file://" $wh) (not (get (.Values.dataVolume | default dict) "persistentVolumeClaim")) }}
 

@@ -194,7 +194,7 @@ func (s *Stack) kedaEnv() []string {
 // aggregator reports the external metrics APIService Available.
 func (s *Stack) startKEDA(ctx context.Context) error {
 	op, err := s.startProcess("keda-operator", s.bins.KEDAOperator, []string{
-		"--metrics-bind-address=" + kedaOperatorMetric,
+		"--metrics-bind-address=" + KEDAOperatorMetrics,
 		"--health-probe-bind-address=" + kedaOperatorHealth,
 		"--metrics-service-bind-address=" + kedaGRPCAddr,
 		"--cert-dir=" + s.PKI.KEDADir,

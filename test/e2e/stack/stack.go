@@ -41,9 +41,11 @@ const (
 	APIServerURL       = "https://127.0.0.1:6443"
 	controllerMgrPort  = "10257"
 	kedaOperatorHealth = "127.0.0.1:8181"
-	kedaOperatorMetric = "127.0.0.1:8180"
-	kedaGRPCAddr       = "127.0.0.1:9666"
-	kedaAdapterPort    = 6444
+	// KEDAOperatorMetrics is where the KEDA operator serves its Prometheus metrics. The stack's Prometheus does
+	// not scrape it; a test that needs KEDA's metrics adds it as a scrape target, as a real cluster's does.
+	KEDAOperatorMetrics = "127.0.0.1:8180"
+	kedaGRPCAddr        = "127.0.0.1:9666"
+	kedaAdapterPort     = 6444
 	// kedaAdapterOwnPort is the adapter's own metrics server; it binds every
 	// interface of the namespace (which has only loopback). Pods use 8080.
 	kedaAdapterOwnPort = "9022"
