@@ -231,7 +231,7 @@ func (b *Buffer) Stats(ctx context.Context) (Stats, error) {
 	var s Stats
 	var oldestEvent, oldestFile *time.Time
 	err := b.pool.QueryRow(ctx, `
-SELECT (SELECT COALESCE(sum(events), 0) FROM philotes.event_chunks WHERE source = $1),
+SELECT (`+DepthSQL+`),
        (SELECT oldest_commit_time FROM philotes.event_chunks WHERE source = $1 ORDER BY id LIMIT 1),
        f.n, f.bytes, f.oldest, `+backfillRemaining+`
 FROM (SELECT count(*) AS n, COALESCE(sum(bytes), 0) AS bytes, min(oldest_commit_time) AS oldest

@@ -14,9 +14,9 @@ import (
 // has no series yet.
 type collecting struct{ cs []prometheus.Collector }
 
-func (c *collecting) Register(x prometheus.Collector) error { c.cs = append(c.cs, x); return nil }
+func (c *collecting) Register(x prometheus.Collector) error   { c.cs = append(c.cs, x); return nil }
 func (c *collecting) MustRegister(xs ...prometheus.Collector) { c.cs = append(c.cs, xs...) }
-func (c *collecting) Unregister(prometheus.Collector) bool   { return false }
+func (c *collecting) Unregister(prometheus.Collector) bool    { return false }
 
 var fqName = regexp.MustCompile(`fqName: "([a-z_]+)"`)
 

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/philotes/philotes-worker/internal/buffer"
+	"github.com/philotes/philotes-worker/internal/source"
 	"github.com/philotes/philotes-worker/test/e2e/chart"
 	"github.com/philotes/philotes-worker/test/e2e/netns"
 	"github.com/philotes/philotes-worker/test/e2e/node"
@@ -325,14 +327,14 @@ func waitSlot(t *testing.T, src *pgx.Conn, slot string, timeout time.Duration) {
 // the slot has never confirmed anything).
 func slotUnconfirmed(ctx context.Context, src *pgx.Conn, slot string) (int64, error) {
 	var n int64
-	err := src.QueryRow(ctx, `SELECT COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), -1)::bigint FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&n)
+	err := src.QueryRow(ctx, source.RetainedWALSQL, slot, -1).Scan(&n)
 	return n, err
 }
 
 // bufferDepth is the number of events of source in the buffer database.
 func bufferDepth(ctx context.Context, buf *pgx.Conn, source string) (int64, error) {
 	var n int64
-	err := buf.QueryRow(ctx, `SELECT COALESCE(sum(events), 0)::bigint FROM philotes.event_chunks WHERE source = $1`, source).Scan(&n)
+	err := buf.QueryRow(ctx, buffer.DepthSQL, source).Scan(&n)
 	return n, err
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +18,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+
+	"github.com/philotes/philotes-worker/internal/source"
 )
 
 const ordersDDL = `CREATE TABLE orders (id bigint PRIMARY KEY, customer text, amount numeric(12,2), paid boolean,
@@ -275,8 +278,7 @@ func TestBufferInSourceDatabaseDoesNotLoop(t *testing.T) {
 func TestWakeQueryWorksAtZeroReplicas(t *testing.T) {
 	s := newSetup(t, "wake", ordersDDL)
 	const target = 1000000
-	query := `SELECT COALESCE((SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)
-		FROM pg_replication_slots WHERE slot_name = '` + s.name + `'), 1000000)`
+	query := source.RetainedWALQuery(s.name, strconv.Itoa(target))
 	value := func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
