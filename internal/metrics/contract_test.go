@@ -4,6 +4,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,5 +75,29 @@ func TestDocumentedMetricsAreTheRegisteredOnes(t *testing.T) {
 		for _, m := range mention.FindAllStringSubmatch(string(text), -1) {
 			require.True(t, known(m[1]), "%s names %s, which the worker does not register", file, m[1])
 		}
+	}
+}
+
+// Every error kind is named in the errors metric's help text and in the interface document's row for it.
+func TestErrorKindsAreDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/worker-interface.md")
+	require.NoError(t, err)
+	row := regexp.MustCompile("(?m)^\\| `philotes_errors_total` \\|.*$").FindString(string(doc))
+	require.NotEmpty(t, row)
+	var reg collecting
+	New(&reg, "src")
+	help := ""
+	for _, c := range reg.cs {
+		ch := make(chan *prometheus.Desc, 8)
+		go func() { c.Describe(ch); close(ch) }()
+		for d := range ch {
+			if strings.Contains(d.String(), `"philotes_errors_total"`) {
+				help = d.String()
+			}
+		}
+	}
+	for _, kind := range ErrorKinds {
+		require.Contains(t, row, "`"+kind+"`", "docs/worker-interface.md, philotes_errors_total")
+		require.Contains(t, help, kind, "the help text of philotes_errors_total")
 	}
 }

@@ -80,7 +80,7 @@ func New(reg prometheus.Registerer, source string) *Metrics {
 		Help:        "Errors by kind: replication, reader_lock, buffer, sink (writing data files), commit (the committer's Iceberg commits), maintenance, backfill, table (a table's changes could not be written: it is parked).",
 		ConstLabels: labels,
 	}, []string{"kind"})
-	for _, kind := range []string{"replication", "reader_lock", "buffer", "sink", "commit", "maintenance", "backfill", "table"} {
+	for _, kind := range ErrorKinds {
 		m.errors.WithLabelValues(kind)
 	}
 	m.committerActive = prometheus.NewGauge(prometheus.GaugeOpts{
@@ -163,6 +163,21 @@ func New(reg prometheus.Registerer, source string) *Metrics {
 		m.dataFiles, m.maintenance)
 	return m
 }
+
+// The kinds of philotes_errors_total, one per part of the worker that can fail.
+const (
+	KindReplication = "replication" // the reader's session with the source
+	KindReaderLock  = "reader_lock" // taking the reader role
+	KindBuffer      = "buffer"      // the buffer database
+	KindSink        = "sink"        // writing data files
+	KindCommit      = "commit"      // the committer's Iceberg commits
+	KindMaintenance = "maintenance" // table maintenance
+	KindBackfill    = "backfill"    // a backfill chunk or planning step
+	KindTable       = "table"       // a table's changes could not be written: it is parked
+)
+
+// ErrorKinds lists every kind, each exported from the start (at 0).
+var ErrorKinds = []string{KindReplication, KindReaderLock, KindBuffer, KindSink, KindCommit, KindMaintenance, KindBackfill, KindTable}
 
 // SetReaderActive records whether this replica holds the reader role.
 func (m *Metrics) SetReaderActive(active bool) {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/philotes/philotes-worker/internal/buffer"
 	"github.com/philotes/philotes-worker/internal/change"
+	"github.com/philotes/philotes-worker/internal/metrics"
 )
 
 // Store is what the reader needs from the buffer.
@@ -146,7 +147,7 @@ func errorKind(err error) string {
 	if errors.As(err, &k) {
 		return k.kind
 	}
-	return "replication"
+	return metrics.KindReplication
 }
 
 // session connects, tries to take the role and streams while it holds it. held reports whether it got the role.
@@ -171,7 +172,7 @@ func (r *Reader) session(ctx context.Context) (held bool, err error) {
 
 	ok, err := queryBool(ctx, conn, fmt.Sprintf("SELECT pg_try_advisory_lock(hashtext(%s))", quoteLiteral("philotes:"+r.cfg.Slot)))
 	if err != nil {
-		return false, withKind("reader_lock", fmt.Errorf("take reader lock: %w", err))
+		return false, withKind(metrics.KindReaderLock, fmt.Errorf("take reader lock: %w", err))
 	}
 	if !ok {
 		return false, nil
@@ -186,7 +187,7 @@ func (r *Reader) session(ctx context.Context) (held bool, err error) {
 	}
 	progress, err := r.store.Progress(ctx)
 	if err != nil {
-		return true, withKind("buffer", err)
+		return true, withKind(metrics.KindBuffer, err)
 	}
 	if r.cfg.Backfill {
 		if err := r.registerBackfills(ctx, conn); err != nil {
@@ -196,7 +197,7 @@ func (r *Reader) session(ctx context.Context) (held bool, err error) {
 	s := &streamState{r: r, progress: progress.Last, relations: map[uint32]int64{}, skipped: map[uint32]bool{},
 		tables: map[uint32]change.Table{}, registered: map[uint32]bool{}}
 	if s.tracked, err = r.store.TrackedTables(ctx); err != nil {
-		return true, withKind("buffer", err)
+		return true, withKind(metrics.KindBuffer, err)
 	}
 	xmin, err := queryText(ctx, conn, "SELECT pg_snapshot_xmin(pg_current_snapshot())")
 	if err == nil {
@@ -247,7 +248,7 @@ WHERE p.pubname = %s`, quoteLiteral(r.cfg.Publication))).ReadAll()
 	}
 	n, err := r.store.RequestBackfill(ctx, tables, true)
 	if err != nil {
-		return withKind("buffer", err)
+		return withKind(metrics.KindBuffer, err)
 	}
 	if n > 0 {
 		r.log.Info("registered tables for a backfill of their existing rows", "tables", n)
@@ -271,12 +272,12 @@ func (r *Reader) appendOne(ctx context.Context, j job, durable *atomic.Uint64, e
 		}
 		return false
 	case err != nil:
-		errs <- withKind("buffer", err)
+		errs <- withKind(metrics.KindBuffer, err)
 		return false
 	}
 	if pending != nil {
 		if err := pending.Commit(ctx); err != nil {
-			errs <- withKind("buffer", err)
+			errs <- withKind(metrics.KindBuffer, err)
 			return false
 		}
 		r.cfg.Metrics.ObserveAppend(time.Since(start))
@@ -604,7 +605,7 @@ func (s *streamState) handle(ctx context.Context, data []byte, walStart uint64) 
 		delete(s.skipped, id)
 		key, err := s.r.store.SaveRelation(context.WithoutCancel(ctx), id, t)
 		if err != nil {
-			return withKind("buffer", err)
+			return withKind(metrics.KindBuffer, err)
 		}
 		s.relations[id] = key
 		s.tables[id] = t
@@ -682,7 +683,7 @@ const trackedRefresh = 10 * time.Second
 func (s *streamState) refreshTracked(ctx context.Context) error {
 	tracked, err := s.r.store.TrackedTables(context.WithoutCancel(ctx))
 	if err != nil {
-		return withKind("buffer", err)
+		return withKind(metrics.KindBuffer, err)
 	}
 	s.tracked = tracked
 	return nil
@@ -711,7 +712,7 @@ func (s *streamState) register(ctx context.Context, id uint32, t change.Table) e
 	}
 	n, err := s.r.store.RequestBackfill(context.WithoutCancel(ctx), []change.TableRef{{RelationID: id, Schema: t.Schema, Name: t.Name, Key: key}}, true)
 	if err != nil {
-		return withKind("buffer", err)
+		return withKind(metrics.KindBuffer, err)
 	}
 	if n > 0 {
 		s.r.log.Info("registered a new table for a backfill of its existing rows", "table", t.Schema+"."+t.Name)

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/philotes/philotes-worker/internal/change"
+	"github.com/philotes/philotes-worker/internal/metrics"
 )
 
 // A publication the worker creates without PHILOTES_TABLES lists the tables that have a replica identity, and
@@ -106,7 +107,7 @@ func (r *Reader) addNewTables(ctx context.Context, conn *pgconn.PgConn, warned m
 	if r.cfg.Backfill {
 		// Registered before they join, so the stream records their changed keys from their first change on.
 		if _, err := r.store.RequestBackfill(ctx, tables, true); err != nil {
-			return withKind("buffer", err)
+			return withKind(metrics.KindBuffer, err)
 		}
 	}
 	for _, t := range tables {

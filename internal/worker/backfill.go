@@ -13,6 +13,7 @@ import (
 
 	"github.com/philotes/philotes-worker/internal/buffer"
 	"github.com/philotes/philotes-worker/internal/change"
+	"github.com/philotes/philotes-worker/internal/metrics"
 	"github.com/philotes/philotes-worker/internal/source"
 )
 
@@ -95,7 +96,7 @@ func (b *backfiller) loop(ctx context.Context, idle func() bool) error {
 		if err == nil || ctx.Err() != nil {
 			return nil
 		}
-		b.metrics.Error("backfill")
+		b.metrics.Error(metrics.KindBackfill)
 		b.log.Warn("backfill worker failed", "err", err, "retry_in", backoff)
 		wait(ctx, backoff)
 		backoff = min(2*backoff, 30*time.Second)
@@ -175,7 +176,7 @@ func (b *backfiller) plan(ctx context.Context, src *lazyConn) (bool, error) {
 		start, err := conn.Start(ctx, ref, p.Run)
 		if errors.Is(err, source.ErrNotBackfillable) {
 			log.Error("table left out of the backfill", "err", err)
-			b.metrics.Error("backfill")
+			b.metrics.Error(metrics.KindBackfill)
 			if err := p.Fail(ctx, err.Error()); err != nil {
 				return false, err
 			}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/philotes/philotes-worker/internal/buffer"
+	"github.com/philotes/philotes-worker/internal/metrics"
 	"github.com/philotes/philotes-worker/internal/sink/iceberg"
 )
 
@@ -113,7 +114,7 @@ func (c *committer) run(ctx, hard context.Context, drain bool) error {
 	for ctx.Err() == nil {
 		lock, err := c.queue.TryCommitterLock(ctx)
 		if err != nil && ctx.Err() == nil {
-			c.metrics.Error("buffer")
+			c.metrics.Error(metrics.KindBuffer)
 			c.log.Warn("committer role: cannot reach the buffer", "err", err, "retry_in", c.cfg.RetryInterval)
 		}
 		if lock != nil {
@@ -123,7 +124,7 @@ func (c *committer) run(ctx, hard context.Context, drain bool) error {
 			lock.Release()
 			c.metrics.SetCommitterActive(false)
 			if err != nil {
-				c.metrics.Error("commit")
+				c.metrics.Error(metrics.KindCommit)
 				c.log.Warn("gave the committer role up", "err", err)
 			} else {
 				c.log.Info("gave the committer role up")
@@ -157,7 +158,7 @@ func (c *committer) lead(ctx, hard context.Context, lock *buffer.CommitterLock, 
 			if ctx.Err() != nil {
 				continue
 			}
-			c.metrics.Error("buffer")
+			c.metrics.Error(metrics.KindBuffer)
 			c.log.Warn("read the commit queue", "err", err)
 		} else if c.cfg.due(st, lastCommit, time.Now(), drain) {
 			lastCommit = time.Now()
@@ -174,13 +175,13 @@ func (c *committer) lead(ctx, hard context.Context, lock *buffer.CommitterLock, 
 func (c *committer) commitAll(ctx context.Context) error {
 	tables, err := c.queue.PendingTables(ctx)
 	if err != nil {
-		c.metrics.Error("buffer")
+		c.metrics.Error(metrics.KindBuffer)
 		return err
 	}
 	var errs []error
 	for _, t := range tables {
 		if err := c.commitTable(ctx, t); err != nil {
-			c.metrics.Error("commit")
+			c.metrics.Error(metrics.KindCommit)
 			errs = append(errs, fmt.Errorf("table %s: %w", t, err))
 		}
 	}
@@ -272,7 +273,7 @@ func (c *committer) maintain(ctx context.Context) {
 		m, err := c.lake.Maintain(ctx, table)
 		if err != nil {
 			if ctx.Err() == nil {
-				c.metrics.Error("maintenance")
+				c.metrics.Error(metrics.KindMaintenance)
 				c.log.Warn("table maintenance failed; trying again later", "table", table, "err", err)
 			}
 			continue
@@ -316,7 +317,7 @@ func (c *committer) sweep(ctx context.Context, table string) {
 		c.log.Info("removed files no table state accounts for", "table", table, "files", n)
 	}
 	if err != nil && ctx.Err() == nil {
-		c.metrics.Error("maintenance")
+		c.metrics.Error(metrics.KindMaintenance)
 		c.log.Warn("sweep orphan files", "table", table, "err", err)
 	}
 }
@@ -335,7 +336,7 @@ func (c *committer) clean(ctx context.Context, lock *buffer.CommitterLock) {
 		c.metrics.Maintained("remove_orphans")
 	}
 	if err != nil && ctx.Err() == nil {
-		c.metrics.Error("maintenance")
+		c.metrics.Error(metrics.KindMaintenance)
 		c.log.Warn("remove unrecorded files", "err", err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/philotes/philotes-worker/internal/buffer"
 	"github.com/philotes/philotes-worker/internal/change"
+	"github.com/philotes/philotes-worker/internal/metrics"
 	"github.com/philotes/philotes-worker/internal/sink/iceberg"
 	"github.com/philotes/philotes-worker/internal/source"
 )
@@ -308,7 +309,7 @@ func (p *processor) processOne(ctx context.Context, parked bool) (int, error) {
 	if p.lease == nil {
 		l, err := w.buf.NewLease(ctx)
 		if err != nil {
-			w.metrics.Error("buffer")
+			w.metrics.Error(metrics.KindBuffer)
 			return 0, err
 		}
 		p.lease = l
@@ -321,7 +322,7 @@ func (p *processor) processOne(ctx context.Context, parked bool) (int, error) {
 		claim, err = p.lease.Claim(ctx, w.cfg.BatchSize)
 	}
 	if err != nil {
-		w.metrics.Error("buffer")
+		w.metrics.Error(metrics.KindBuffer)
 		return 0, err
 	}
 	retrying := claim.Unparking()
@@ -332,13 +333,13 @@ func (p *processor) processOne(ctx context.Context, parked bool) (int, error) {
 	start := time.Now()
 	batch, err := w.decode(ctx, claim.Events)
 	if err != nil {
-		w.metrics.Error("buffer")
+		w.metrics.Error(metrics.KindBuffer)
 		return 0, err
 	}
 	skip := map[buffer.TableName]bool{}
 	if retrying == nil {
 		if skip, err = claim.Parked(ctx); err != nil {
-			w.metrics.Error("buffer")
+			w.metrics.Error(metrics.KindBuffer)
 			return 0, err
 		}
 	}
@@ -362,7 +363,7 @@ func (p *processor) processOne(ctx context.Context, parked bool) (int, error) {
 		writes = append(writes, write)
 	}
 	if err := claim.Commit(ctx, files, writes); err != nil {
-		w.metrics.Error("buffer")
+		w.metrics.Error(metrics.KindBuffer)
 		return 0, err
 	}
 	w.health.ok(partSink)
@@ -387,7 +388,7 @@ func (p *processor) write(ctx context.Context, tc *decoded) ([]buffer.NewFile, i
 	writeUUID := uuid.New()
 	id, err := p.lease.BeginWrite(ctx, writeUUID.String(), location)
 	if err != nil {
-		w.metrics.Error("buffer")
+		w.metrics.Error(metrics.KindBuffer)
 		return nil, 0, err
 	}
 	written, err := w.sink.WriteFiles(ctx, &tc.TableChanges, writeUUID)
@@ -405,7 +406,7 @@ func (p *processor) write(ctx context.Context, tc *decoded) ([]buffer.NewFile, i
 // sinkFailed counts a failed write. Only a failure that is not the table's own says the warehouse is failing.
 func (p *processor) sinkFailed(err error) error {
 	if !errors.Is(err, change.ErrUnwritable) {
-		p.w.metrics.Error("sink")
+		p.w.metrics.Error(metrics.KindSink)
 		p.w.health.fail(partSink, err)
 	}
 	return fmt.Errorf("sink: %w", err)
@@ -415,9 +416,9 @@ func (p *processor) sinkFailed(err error) error {
 // table's events aside, and the other tables' events flow.
 func (p *processor) park(ctx context.Context, t buffer.TableName, again bool, cause error) error {
 	w := p.w
-	w.metrics.Error("table")
+	w.metrics.Error(metrics.KindTable)
 	if err := w.buf.Park(ctx, t, cause.Error()); err != nil {
-		w.metrics.Error("buffer")
+		w.metrics.Error(metrics.KindBuffer)
 		return errors.Join(cause, err)
 	}
 	if again {
@@ -492,7 +493,7 @@ func (w *Worker) statsLoop(ctx context.Context) {
 			w.metrics.SetParked(st.Parked)
 		} else if ctx.Err() == nil {
 			w.health.fail(partBuffer, err)
-			w.metrics.Error("buffer")
+			w.metrics.Error(metrics.KindBuffer)
 			w.log.Warn("read buffer stats", "err", err)
 		}
 		select {
