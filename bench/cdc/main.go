@@ -187,7 +187,7 @@ FROM generate_series($1::bigint, $2::bigint) g`, i*per+1, (i+1)*per)
 		}
 		defer sink.Close()
 		w, err := worker.New(worker.Config{Processors: processors, BatchSize: batchSize, StatsInterval: time.Second,
-			IdlePollInterval: 50 * time.Millisecond, ShutdownTimeout: time.Minute, Logger: log,
+			IdlePollInterval: 50 * time.Millisecond, ShutdownTimeout: time.Minute, Logger: log, Decoder: source.NewDecoder(buf),
 			Committer: worker.CommitterConfig{Interval: 10 * time.Second, MaxPendingBytes: 128 << 20,
 				PollInterval: 50 * time.Millisecond, RetryInterval: time.Second, CleanInterval: 30 * time.Second,
 				MaxFilesPerCommit: 1000, MaxCommitAttempts: 10}}, buf, sink, nil, buf, sink, m)

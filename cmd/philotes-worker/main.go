@@ -172,6 +172,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			OrphanAge:           24 * time.Hour,
 		},
 		Backfill: backfill,
+		Decoder:  source.NewDecoder(buf),
 		Logger:   log,
 	}, buf, sink, reader, buf, lake, m)
 	if err != nil {
@@ -214,14 +215,11 @@ func retry[T any](ctx context.Context, log *slog.Logger, what string, permanent 
 	}
 }
 
-// skipOwnTables keeps the worker's own writes out of the stream: the buffer schema always, and the Iceberg SQL
+// skipOwnTables keeps the worker's own writes out of the stream: the buffer's tables always, and the Iceberg SQL
 // catalog's tables when the buffer (which holds the catalog) is the source database.
 func skipOwnTables(bufferSharesSource bool) func(schema, table string) bool {
 	return func(schema, table string) bool {
-		if schema == "philotes" {
-			return true
-		}
-		return bufferSharesSource && schema == "public" && (table == "iceberg_tables" || table == "iceberg_namespace_properties")
+		return buffer.Owns(schema, table) || bufferSharesSource && iceberg.IsCatalogTable(schema, table)
 	}
 }
 

@@ -137,8 +137,17 @@ type PendingAppend struct {
 	marks  []Mark
 }
 
+// Appending is a batch copied into the buffer and not yet committed: BeginAppend's result, an interface so that a
+// fake store can hand out its own.
+type Appending interface {
+	// Commit records the progress and commits. Call it only after every earlier batch has committed.
+	Commit(ctx context.Context) error
+	// Rollback abandons the batch.
+	Rollback()
+}
+
 // BeginAppend copies the batch into the buffer inside a new transaction, without committing it.
-func (b *Buffer) BeginAppend(ctx context.Context, batch *Batch) (*PendingAppend, error) {
+func (b *Buffer) BeginAppend(ctx context.Context, batch *Batch) (Appending, error) {
 	if batch.FirstID <= 0 {
 		return nil, fmt.Errorf("buffer: append: batch has no event IDs assigned")
 	}

@@ -11,3 +11,9 @@ const DepthSQL = `SELECT COALESCE(sum(events), 0) FROM philotes.event_chunks WHE
 func DepthQuery(source string) string {
 	return strings.Replace(DepthSQL, "$1", "'"+strings.ReplaceAll(source, "'", "''")+"'", 1)
 }
+
+// Schema is the buffer's schema: every table of the buffer is in it.
+const Schema = "philotes"
+
+// Owns reports whether schema.table is one of the buffer's own tables, whose changes are never replicated.
+func Owns(schema, _ string) bool { return schema == Schema }

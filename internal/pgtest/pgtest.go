@@ -60,35 +60,70 @@ func BinDir() (string, error) {
 
 // Start initialises a new cluster in a temporary directory and starts it.
 func Start(ctx context.Context, opts Options) (*Server, error) {
-	bin, err := BinDir()
-	if err != nil {
-		return nil, err
-	}
 	dir, err := os.MkdirTemp("", "philotes-pg-")
 	if err != nil {
 		return nil, fmt.Errorf("pgtest: %w", err)
-	}
-	cred, err := serverCredential()
-	if err != nil {
-		return nil, err
-	}
-	if cred != nil {
-		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
-			return nil, fmt.Errorf("pgtest: chown %s: %w", dir, err)
-		}
-	}
-	data := filepath.Join(dir, "data")
-	initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", data, "--username=postgres",
-		"--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync")
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	if out, err := initdb.CombinedOutput(); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("pgtest: initdb: %w\n%s", err, out)
 	}
 	port, err := freePort()
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
+	}
+	bin, args, cred, err := Prepare(ctx, dir, port, opts)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	logFile, err := os.Create(filepath.Join(dir, "server.log"))
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("pgtest: %w", err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("pgtest: start postgres: %w", err)
+	}
+	s := &Server{Port: port, dir: dir, cmd: cmd, done: make(chan error, 1)}
+	go func() { s.done <- cmd.Wait(); logFile.Close() }()
+	if err := s.waitReady(ctx); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Prepare initialises a cluster in dir/data (dir is created if need be and owned by the server's user; it holds
+// the server's socket too) for a server on 127.0.0.1:port with opts, and returns how to run it: the postgres
+// binary, its arguments, and the credential to run it with (nil unless the caller is root; then the postgres
+// system user's). Start runs it as a child process; the e2e stack (test/e2e/stack) runs it inside its network
+// namespace at a fixed port. The server stops cleanly on SIGINT (fast shutdown).
+func Prepare(ctx context.Context, dir string, port int, opts Options) (bin string, args []string, cred *syscall.Credential, err error) {
+	binDir, err := BinDir()
+	if err != nil {
+		return "", nil, nil, err
+	}
+	if cred, err = serverCredential(); err != nil {
+		return "", nil, nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", nil, nil, fmt.Errorf("pgtest: %w", err)
+	}
+	if cred != nil {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return "", nil, nil, fmt.Errorf("pgtest: chown %s: %w", dir, err)
+		}
+	}
+	data := filepath.Join(dir, "data")
+	initdb := exec.CommandContext(ctx, filepath.Join(binDir, "initdb"), "-D", data, "--username=postgres",
+		"--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync")
+	initdb.Dir = dir // a folder the server's user can enter, whatever the caller's working directory
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if out, err := initdb.CombinedOutput(); err != nil {
+		return "", nil, nil, fmt.Errorf("pgtest: initdb: %w\n%s", err, out)
 	}
 	conf := []string{
 		"listen_addresses = '127.0.0.1'",
@@ -108,35 +143,16 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	conf = append(conf, opts.Settings...)
 	f, err := os.OpenFile(filepath.Join(data, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("pgtest: %w", err)
+		return "", nil, nil, fmt.Errorf("pgtest: %w", err)
 	}
 	_, err = f.WriteString("\n" + strings.Join(conf, "\n") + "\n")
-	f.Close()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("pgtest: %w", err)
+		return "", nil, nil, fmt.Errorf("pgtest: %w", err)
 	}
-
-	logFile, err := os.Create(filepath.Join(dir, "server.log"))
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("pgtest: %w", err)
-	}
-	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", data)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("pgtest: start postgres: %w", err)
-	}
-	s := &Server{Port: port, dir: dir, cmd: cmd, done: make(chan error, 1)}
-	go func() { s.done <- cmd.Wait(); logFile.Close() }()
-	if err := s.waitReady(ctx); err != nil {
-		s.Stop()
-		return nil, err
-	}
-	return s, nil
+	return filepath.Join(binDir, "postgres"), []string{"-D", data}, cred, nil
 }
 
 // New starts a server for one test (or benchmark) and stops it at cleanup.

@@ -30,7 +30,7 @@ import (
 type Store interface {
 	Progress(ctx context.Context) (buffer.Progress, error)
 	SaveRelation(ctx context.Context, relationID uint32, t change.Table) (int64, error)
-	BeginAppend(ctx context.Context, b *buffer.Batch) (*buffer.PendingAppend, error)
+	BeginAppend(ctx context.Context, b *buffer.Batch) (buffer.Appending, error)
 	RequestBackfill(ctx context.Context, tables []change.TableRef, onlyNew bool) (int, error)
 	TrackedTables(ctx context.Context) (map[uint32][]string, error)
 }
@@ -258,7 +258,7 @@ WHERE p.pubname = %s`, quoteLiteral(r.cfg.Publication))).ReadAll()
 
 // appendOne copies j's batch, waits for the previous batch's outcome, and commits only if that succeeded.
 func (r *Reader) appendOne(ctx context.Context, j job, durable *atomic.Uint64, errs chan<- error) bool {
-	var pending *buffer.PendingAppend
+	var pending buffer.Appending
 	var err error
 	start := time.Now()
 	if !j.batch.Empty() {

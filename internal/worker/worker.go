@@ -17,7 +17,6 @@ import (
 	"github.com/philotes/philotes-worker/internal/change"
 	"github.com/philotes/philotes-worker/internal/metrics"
 	"github.com/philotes/philotes-worker/internal/sink/iceberg"
-	"github.com/philotes/philotes-worker/internal/source"
 )
 
 // Sink writes decoded changes to data files in the lake without committing them. It must be safe for
@@ -29,9 +28,14 @@ type Sink interface {
 	WriteFiles(ctx context.Context, tc *change.TableChanges, writeUUID uuid.UUID) ([]iceberg.File, error)
 }
 
+// Decoder turns claimed events back into per-table changes (source.Decoder). errs follows tables: a table whose
+// events do not decode has an error wrapping change.ErrUnwritable.
+type Decoder interface {
+	Decode(ctx context.Context, events []buffer.Event) (tables []change.TableChanges, errs []error, err error)
+}
+
 // Buffer is what the processors and stats loop need from the buffer.
 type Buffer interface {
-	Relation(ctx context.Context, key int64) (change.Table, error)
 	Stats(ctx context.Context) (buffer.Stats, error)
 	// Park records that a table's changes cannot be written, and why (see buffer.Claim.Park).
 	Park(ctx context.Context, t buffer.TableName, reason string) error
@@ -69,7 +73,9 @@ type Config struct {
 	Committer CommitterConfig
 	// Backfill configures this replica's backfill workers (none when Workers is 0, and none in drain mode).
 	Backfill BackfillConfig
-	Logger   *slog.Logger
+	// Decoder decodes the events processors claim (required with processors).
+	Decoder Decoder
+	Logger  *slog.Logger
 }
 
 // Worker is one replica's work.
@@ -92,8 +98,8 @@ func New(cfg Config, buf Buffer, sink Sink, reader Reader, queue CommitQueue, la
 	switch {
 	case buf == nil:
 		return nil, errors.New("worker: a buffer is required")
-	case (sink == nil || queue == nil || lake == nil) && cfg.Processors > 0:
-		return nil, errors.New("worker: a sink, a commit queue and a lake are required for processors")
+	case (sink == nil || queue == nil || lake == nil || cfg.Decoder == nil) && cfg.Processors > 0:
+		return nil, errors.New("worker: a sink, a commit queue, a lake and a decoder are required for processors")
 	case m == nil:
 		return nil, errors.New("worker: metrics are required")
 	case cfg.BatchSize <= 0 || cfg.StatsInterval <= 0 || cfg.IdlePollInterval <= 0 || cfg.ShutdownTimeout <= 0:
@@ -331,7 +337,7 @@ func (p *processor) processOne(ctx context.Context, parked bool) (int, error) {
 	}
 	defer claim.Rollback()
 	start := time.Now()
-	batch, err := w.decode(ctx, claim.Events)
+	batch, failed, err := w.cfg.Decoder.Decode(ctx, claim.Events)
 	if err != nil {
 		w.metrics.Error(metrics.KindBuffer)
 		return 0, err
@@ -352,7 +358,7 @@ func (p *processor) processOne(ctx context.Context, parked bool) (int, error) {
 			claim.Park(name, eventIDs(tc.Changes))
 			continue
 		}
-		written, write, err := p.write(ctx, tc)
+		written, write, err := p.write(ctx, tc, failed[i])
 		if errors.Is(err, change.ErrUnwritable) {
 			return 0, p.park(ctx, name, retrying != nil, err)
 		}
@@ -376,10 +382,10 @@ func (p *processor) processOne(ctx context.Context, parked bool) (int, error) {
 }
 
 // write writes one table's changes to data files under a recorded write, returning the files and the write.
-func (p *processor) write(ctx context.Context, tc *decoded) ([]buffer.NewFile, int64, error) {
+func (p *processor) write(ctx context.Context, tc *change.TableChanges, failed error) ([]buffer.NewFile, int64, error) {
 	w := p.w
-	if tc.err != nil {
-		return nil, 0, tc.err
+	if failed != nil {
+		return nil, 0, failed
 	}
 	location, err := w.sink.Prepare(ctx, tc.Table)
 	if err != nil {
@@ -391,7 +397,7 @@ func (p *processor) write(ctx context.Context, tc *decoded) ([]buffer.NewFile, i
 		w.metrics.Error(metrics.KindBuffer)
 		return nil, 0, err
 	}
-	written, err := w.sink.WriteFiles(ctx, &tc.TableChanges, writeUUID)
+	written, err := w.sink.WriteFiles(ctx, tc, writeUUID)
 	if err != nil {
 		return nil, 0, p.sinkFailed(err)
 	}
@@ -437,49 +443,6 @@ func eventIDs(changes []change.Change) []int64 {
 	return ids
 }
 
-// decoded is one relation's changes in a claim, or why they cannot be decoded.
-type decoded struct {
-	change.TableChanges
-	err error
-}
-
-// decode turns claimed events into per-table changes, in event order.
-func (w *Worker) decode(ctx context.Context, events []buffer.Event) ([]decoded, error) {
-	var out []decoded
-	index := map[int64]int{}
-	for i := range events {
-		e := &events[i]
-		j, ok := index[e.Relation]
-		if !ok {
-			t, err := w.buf.Relation(ctx, e.Relation)
-			if err != nil {
-				return nil, err
-			}
-			j = len(out)
-			index[e.Relation] = j
-			out = append(out, decoded{TableChanges: change.TableChanges{Table: t}})
-		}
-		c := change.Change{EventID: e.ID, Op: e.Op, CommitLSN: e.CommitLSN, LSN: e.LSN, Seq: e.Seq, CommitTime: e.CommitTime}
-		tuple := e.Tuple
-		if e.Op == change.Delete {
-			tuple = e.OldTuple
-		}
-		if tuple != nil {
-			vals, err := source.DecodeTuple(tuple, nil)
-			if err == nil && len(vals) > len(out[j].Table.Columns) {
-				err = fmt.Errorf("%d values for %d columns", len(vals), len(out[j].Table.Columns))
-			}
-			if err != nil && out[j].err == nil {
-				// Bytes that do not decode stay as they are however often they are read: the table is parked.
-				out[j].err = change.Unwritable(fmt.Errorf("decode event %d of %s.%s: %w", e.ID, out[j].Table.Schema, out[j].Table.Name, err))
-			}
-			c.Values = vals
-		}
-		out[j].Changes = append(out[j].Changes, c)
-	}
-	return out, nil
-}
-
 func (w *Worker) statsLoop(ctx context.Context) {
 	t := time.NewTicker(w.cfg.StatsInterval)
 	defer t.Stop()
@@ -521,5 +484,3 @@ func wait(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	}
 }
-
-var _ Reader = (*source.Reader)(nil)

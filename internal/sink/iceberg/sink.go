@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -361,4 +362,13 @@ func backoff(ctx context.Context, n int) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// catalogTables are the tables iceberg-go's SQL catalog keeps in the public schema of its database (the buffer
+// database).
+var catalogTables = []string{"iceberg_tables", "iceberg_namespace_properties"}
+
+// IsCatalogTable reports whether schema.table is one of the SQL catalog's own tables.
+func IsCatalogTable(schema, table string) bool {
+	return schema == "public" && slices.Contains(catalogTables, table)
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/extensions"
 	"github.com/apache/iceberg-go/table"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
 
 	"github.com/philotes/philotes-worker/internal/change"
@@ -553,4 +555,29 @@ func TestChangeColumnClash(t *testing.T) {
 			require.ErrorIs(t, err, change.ErrUnwritable)
 		})
 	}
+}
+
+// The SQL catalog's own tables are the ones IsCatalogTable names (the reader skips their changes when the buffer
+// database is the source): an iceberg-go that named them differently fails here.
+func TestCatalogTablesAreKnown(t *testing.T) {
+	env := newTestEnv(t)
+	newTestSink(t, env.config())
+	ctx := testContext(t, time.Minute)
+	cfg, err := pgx.ParseConfig(env.bufferURL)
+	require.NoError(t, err)
+	db := stdlib.OpenDB(*cfg)
+	defer db.Close()
+	rows, err := db.QueryContext(ctx, `SELECT table_schema, table_name FROM information_schema.tables
+WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 2`)
+	require.NoError(t, err)
+	defer rows.Close()
+	var seen []string
+	for rows.Next() {
+		var schema, name string
+		require.NoError(t, rows.Scan(&schema, &name))
+		require.True(t, IsCatalogTable(schema, name), "%s.%s", schema, name)
+		seen = append(seen, name)
+	}
+	require.NoError(t, rows.Err())
+	require.ElementsMatch(t, catalogTables, seen)
 }
