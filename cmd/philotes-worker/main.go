@@ -62,7 +62,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	// /readyz is served from the start, before the worker exists: it reads the worker through an atomic.
 	var current atomic.Pointer[worker.Worker]
-	stopHTTP, err := worker.Serve(ctx, cfg.HTTPAddr, worker.Handler(reg, func() (bool, []string) {
+	httpAddr, stopHTTP, err := worker.Serve(ctx, cfg.HTTPAddr, worker.Handler(reg, func() (bool, []string) {
 		w := current.Load()
 		if w == nil {
 			return false, []string{"starting: connecting to the buffer database and the warehouse"}
@@ -73,6 +73,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer stopHTTP()
+	log.Info("serving /metrics, /healthz and /readyz", "addr", httpAddr)
 
 	buf, err := retry(ctx, log, "buffer database", nil, func() (*buffer.Buffer, error) {
 		// Processors and backfill workers each hold a dedicated connection (their lease) and borrow another
@@ -179,7 +180,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	log.Info("worker started", "mode", cfg.Mode, "source", cfg.SourceName, "slot", cfg.Slot,
-		"reader_candidate", reader != nil, "processors", cfg.Processors, "http", cfg.HTTPAddr)
+		"reader_candidate", reader != nil, "processors", cfg.Processors, "http", httpAddr)
 	current.Store(w)
 	if cfg.Mode == config.Drain {
 		return w.Drain(ctx)

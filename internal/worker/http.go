@@ -29,11 +29,12 @@ func Handler(reg prometheus.Gatherer, ready func() (bool, []string)) http.Handle
 	return mux
 }
 
-// Serve listens on addr and serves h until stop is called. The listener is open when Serve returns.
-func Serve(ctx context.Context, addr string, h http.Handler) (stop func(), err error) {
+// Serve listens on addr and serves h until stop is called. The listener is open when Serve returns; bound is
+// its address (the port chosen when addr asks for port 0).
+func Serve(ctx context.Context, addr string, h http.Handler) (bound string, stop func(), err error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("PHILOTES_HTTP_ADDR=%s: %w", addr, err)
+		return "", nil, fmt.Errorf("PHILOTES_HTTP_ADDR=%s: %w", addr, err)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
@@ -41,7 +42,7 @@ func Serve(ctx context.Context, addr string, h http.Handler) (stop func(), err e
 		defer close(done)
 		_ = srv.Serve(l) // returns http.ErrServerClosed after Shutdown
 	}()
-	return func() {
+	return l.Addr().String(), func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)

@@ -8,11 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -132,13 +132,20 @@ func (s setup) exec(t *testing.T, sql string, args ...any) {
 
 func execIn(t *testing.T, url, sql string, args ...any) {
 	t.Helper()
+	require.NoError(t, tryExec(url, sql, args...), sql)
+}
+
+// tryExec is execIn for goroutines other than the test's, which must not call require.
+func tryExec(url, sql string, args ...any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, url)
-	require.NoError(t, err)
+	if err != nil {
+		return err
+	}
 	defer conn.Close(ctx)
 	_, err = conn.Exec(ctx, sql, args...)
-	require.NoError(t, err, sql)
+	return err
 }
 
 func (s setup) env() []string {
@@ -161,7 +168,6 @@ func (s setup) env() []string {
 type proc struct {
 	t    *testing.T
 	name string
-	addr string
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
@@ -171,16 +177,13 @@ type proc struct {
 
 func (s setup) start(t *testing.T, name string, extraEnv []string, args ...string) *proc {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	l.Close()
 	if len(args) == 0 {
 		args = []string{"run"}
 	}
-	p := &proc{t: t, name: name, addr: addr, done: make(chan struct{})}
+	p := &proc{t: t, name: name, done: make(chan struct{})}
 	p.cmd = exec.Command(binary, args...)
-	p.cmd.Env = append(append(append(os.Environ(), s.env()...), "PHILOTES_HTTP_ADDR="+addr), extraEnv...)
+	// Port 0: the worker takes a free port and logs it (address), so no other process can take it in between.
+	p.cmd.Env = append(append(append(os.Environ(), s.env()...), "PHILOTES_HTTP_ADDR=127.0.0.1:0"), extraEnv...)
 	stderr, err := p.cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, p.cmd.Start())
@@ -210,6 +213,23 @@ func (s setup) start(t *testing.T, name string, extraEnv []string, args ...strin
 	return p
 }
 
+var servingAt = regexp.MustCompile(`msg="serving /metrics, /healthz and /readyz" addr=(\S+)`)
+
+// address is where the replica serves HTTP, from its log ("" if it exited before serving).
+func (p *proc) address() string {
+	p.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if m := servingAt.FindStringSubmatch(p.output()); m != nil {
+			return m[1]
+		}
+		if p.exited() || time.Now().After(deadline) {
+			return ""
+		}
+		time.Sleep(20 * time.Millisecond) // polling the log, with the deadline above
+	}
+}
+
 func (p *proc) output() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -228,7 +248,7 @@ func (p *proc) exited() bool {
 // metric reads one sample of name from the replica's /metrics (-1 when unreachable or absent).
 func (p *proc) metric(name string) float64 {
 	client := http.Client{Timeout: 2 * time.Second}
-	resp, err := client.Get("http://" + p.addr + "/metrics")
+	resp, err := client.Get("http://" + p.address() + "/metrics")
 	if err != nil {
 		return -1
 	}
@@ -269,7 +289,7 @@ func runRefused(t *testing.T, env []string, args ...string) string {
 // readyz returns /readyz's status code (0 when it does not answer) and body.
 func (p *proc) readyz() (int, string) {
 	client := http.Client{Timeout: time.Second}
-	resp, err := client.Get("http://" + p.addr + "/readyz")
+	resp, err := client.Get("http://" + p.address() + "/readyz")
 	if err != nil {
 		return 0, ""
 	}

@@ -7,7 +7,6 @@ import (
 	"path"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,10 +24,14 @@ import (
 const ordersDDL = `CREATE TABLE orders (id bigint PRIMARY KEY, customer text, amount numeric(12,2), paid boolean,
 	created_at timestamptz, note text)`
 
+// insertSQL adds orders $1..$2 (inclusive) in one transaction.
+const insertSQL = `INSERT INTO orders SELECT g, 'customer-' || g, g / 100.0, g % 2 = 0,
+	timestamptz '2026-11-27 10:00:00+00' + g * interval '1 second', repeat('n', 100) FROM generate_series($1::bigint, $2::bigint) g`
+
 // insert adds orders from..to (inclusive) in one transaction.
 func insert(t *testing.T, s setup, from, to int) {
-	s.exec(t, `INSERT INTO orders SELECT g, 'customer-' || g, g / 100.0, g % 2 = 0,
-		timestamptz '2026-11-27 10:00:00+00' + g * interval '1 second', repeat('n', 100) FROM generate_series($1::bigint, $2::bigint) g`, from, to)
+	t.Helper()
+	s.exec(t, insertSQL, from, to)
 }
 
 // Rows written at the source arrive in Iceberg once each, with equal values.
@@ -114,19 +117,27 @@ func TestKillReaderUnderLoad(t *testing.T) {
 	first := reader(t, ws...)
 
 	const n, step = 30000, 500
-	var wg sync.WaitGroup
-	wg.Add(1)
+	// The load runs in its own goroutine, which must not call require (FailNow ends only that goroutine and the
+	// test would wait for the kill signal until its timeout): it reports its error instead.
+	loaded := make(chan error, 1)
 	killed := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(loaded)
 		for i := 0; i < n; i += step {
-			insert(t, s, i+1, i+step)
+			if err := tryExec(s.srcURL, insertSQL, i+1, i+step); err != nil {
+				loaded <- err
+				return
+			}
 			if i == n/3 {
 				close(killed)
 			}
 		}
 	}()
-	<-killed
+	select {
+	case <-killed:
+	case err := <-loaded:
+		t.Fatalf("load before the kill: %v", err)
+	}
 	signal(t, first, syscall.SIGKILL)
 	<-first.done
 	var rest []*proc
@@ -138,7 +149,7 @@ func TestKillReaderUnderLoad(t *testing.T) {
 	start := time.Now()
 	reader(t, rest...)
 	t.Logf("reader failover took %s", time.Since(start).Round(time.Millisecond))
-	wg.Wait()
+	require.NoError(t, <-loaded, "load after the kill")
 
 	l := s.lake(t)
 	defer l.done()
@@ -320,12 +331,14 @@ func TestKillCommitterAndWritersUnderLoad(t *testing.T) {
 	committer(t, live...)
 
 	const n, step = 40000, 500
-	var wg sync.WaitGroup
-	wg.Add(1)
+	loaded := make(chan error, 1) // the load's goroutine reports its error instead of calling require
 	go func() {
-		defer wg.Done()
+		defer close(loaded)
 		for i := 0; i < n; i += step {
-			insert(t, s, i+1, i+step)
+			if err := tryExec(s.srcURL, insertSQL, i+1, i+step); err != nil {
+				loaded <- err
+				return
+			}
 		}
 	}()
 	// Replace a killed replica, keeping three.
@@ -355,7 +368,7 @@ func TestKillCommitterAndWritersUnderLoad(t *testing.T) {
 			}
 		}
 	}
-	wg.Wait()
+	require.NoError(t, <-loaded, "load")
 
 	l := s.lake(t)
 	defer l.done()
