@@ -355,129 +355,163 @@ type job struct {
 	done    chan bool
 }
 
-// stream runs the receive loop. Appender goroutines copy batches into the buffer so that decoding and COPY
-// overlap, and so that more than one server backend works on the COPY.
-func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn, s *streamState, nextID int64) error {
-	var durable atomic.Uint64
+// appendPipeline copies submitted batches into the buffer on Appenders goroutines, so that decoding and COPY
+// overlap and several server backends work on the COPY; the batches commit in submission order, and durable is
+// the confirmed position of the last one committed.
+type appendPipeline struct {
+	r         *Reader
+	durable   atomic.Uint64
+	work      chan job
+	free      chan *buffer.Batch
+	errs      chan error
+	appenders sync.WaitGroup
+	lastDone  chan bool
+	nextID    int64
+}
+
+// newAppendPipeline starts the appenders. They finish what they were given even after ctx is cancelled, so a
+// shutdown keeps what was read.
+func (r *Reader) newAppendPipeline(ctx context.Context, nextID int64) *appendPipeline {
 	n := r.cfg.Appenders
-	work := make(chan job, n)
-	free := make(chan *buffer.Batch, 2*n+1)
+	p := &appendPipeline{r: r, work: make(chan job, n), free: make(chan *buffer.Batch, 2*n+1), errs: make(chan error, n),
+		lastDone: make(chan bool, 1), nextID: nextID}
 	for range 2*n + 1 {
-		free <- &buffer.Batch{}
+		p.free <- &buffer.Batch{}
 	}
-	appendErr := make(chan error, n)
-	// Appenders finish what they were given even after ctx is cancelled, so a shutdown keeps what was read.
+	p.lastDone <- true
 	actx := context.WithoutCancel(ctx)
-	var appenders sync.WaitGroup
 	for range n {
-		appenders.Add(1)
+		p.appenders.Add(1)
 		go func() {
-			defer appenders.Done()
-			for j := range work {
-				ok := r.appendOne(actx, j, &durable, appendErr)
+			defer p.appenders.Done()
+			for j := range p.work {
+				ok := r.appendOne(actx, j, &p.durable, p.errs)
 				j.batch.Reset()
-				free <- j.batch
+				p.free <- j.batch
 				j.done <- ok
 			}
 		}()
 	}
+	return p
+}
 
-	lastDone := make(chan bool, 1)
-	lastDone <- true
-	s.batch = <-free
-	submit := func() {
-		s.batch.FirstID = nextID
-		nextID += int64(s.batch.Len())
-		done := make(chan bool, 1)
-		work <- job{batch: s.batch, confirm: s.confirm, prev: lastDone, done: done}
-		lastDone = done
-		s.submitted = s.confirm
-		s.batch = <-free
-		s.firstPending = time.Time{}
-	}
-	finish := func() error {
-		if !s.batch.Empty() || s.confirm > s.submitted {
-			submit()
-		}
-		close(work)
-		appenders.Wait()
-		select {
-		case err := <-appendErr:
-			return err
-		default:
-		}
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if d := durable.Load(); d > 0 {
-			_ = pglogrepl.SendStandbyStatusUpdate(sctx, conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pglogrepl.LSN(d)})
-		}
+// submit hands the stream's batch, with the position it lets the reader confirm, to the appenders, and gives
+// the stream an empty batch.
+func (p *appendPipeline) submit(s *streamState) {
+	s.batch.FirstID = p.nextID
+	p.nextID += int64(s.batch.Len())
+	done := make(chan bool, 1)
+	p.work <- job{batch: s.batch, confirm: s.confirm, prev: p.lastDone, done: done}
+	p.lastDone = done
+	s.submitted = s.confirm
+	s.batch = <-p.free
+	s.firstPending = time.Time{}
+}
+
+// failed returns an appender's error, if one failed.
+func (p *appendPipeline) failed() error {
+	select {
+	case err := <-p.errs:
+		return err
+	default:
 		return nil
 	}
+}
 
+// finish submits what the stream holds, waits for the appenders and reports the durable position to the server.
+func (p *appendPipeline) finish(conn *pgconn.PgConn, s *streamState) error {
+	if !s.batch.Empty() || s.confirm > s.submitted {
+		p.submit(s)
+	}
+	close(p.work)
+	p.appenders.Wait()
+	if err := p.failed(); err != nil {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if d := p.durable.Load(); d > 0 {
+		_ = pglogrepl.SendStandbyStatusUpdate(sctx, conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pglogrepl.LSN(d)})
+	}
+	return nil
+}
+
+// sendStatus reports the durable position to the server (when it moved, or when forced) and the WAL the slot
+// retains to the metrics.
+func (p *appendPipeline) sendStatus(ctx context.Context, conn *pgconn.PgConn, s *streamState, reported *uint64, force bool) error {
+	d := p.durable.Load()
+	p.r.cfg.Metrics.SetRetainedWAL(s.serverEnd - min(d, s.serverEnd))
+	if !force && d == *reported {
+		return nil
+	}
+	if err := pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pglogrepl.LSN(d)}); err != nil {
+		return fmt.Errorf("send standby status: %w", err)
+	}
+	*reported = d
+	return nil
+}
+
+// stream runs the receive loop: it reads until the next flush or status time, submits the batch when it is
+// full or due, refreshes the tables being backfilled and reports the confirmed position. Whatever ends it,
+// what was read is appended first.
+func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn, s *streamState, nextID int64) error {
+	p := r.newAppendPipeline(ctx, nextID)
+	s.batch = <-p.free
+	stop := func(err error) error {
+		if ferr := p.finish(conn, s); ferr != nil {
+			return errors.Join(err, ferr)
+		}
+		return err
+	}
 	var reported uint64
-	sendStatus := func(force bool) error {
-		d := durable.Load()
-		r.cfg.Metrics.SetRetainedWAL(s.serverEnd - min(d, s.serverEnd))
-		if !force && d == reported {
-			return nil
-		}
-		if err := pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pglogrepl.LSN(d)}); err != nil {
-			return fmt.Errorf("send standby status: %w", err)
-		}
-		reported = d
-		return nil
-	}
-
 	nextStatus := time.Now().Add(r.cfg.StatusInterval)
 	nextTracked := time.Now().Add(trackedRefresh)
 	for {
 		wake := nextStatus
 		if !s.firstPending.IsZero() {
-			if due := s.firstPending.Add(r.cfg.FlushInterval); due.Before(wake) {
-				wake = due
-			}
+			wake = earliest(wake, s.firstPending.Add(r.cfg.FlushInterval))
 		}
 		rctx, cancel := context.WithDeadline(ctx, wake)
 		err := s.receive(rctx, conn)
 		cancel()
-		select {
-		case err := <-appendErr:
-			_ = finish()
-			return err
-		default:
+		if aerr := p.failed(); aerr != nil {
+			_ = p.finish(conn, s)
+			return aerr
 		}
 		if ctx.Err() != nil {
-			return finish()
+			return stop(nil)
 		}
 		if err != nil && !pgconn.Timeout(err) {
-			if ferr := finish(); ferr != nil {
-				return errors.Join(err, ferr)
-			}
-			return err
+			return stop(err)
 		}
 		now := time.Now()
 		if s.batch.Len() >= r.cfg.BatchSize || s.flushNow ||
 			(!s.firstPending.IsZero() && !now.Before(s.firstPending.Add(r.cfg.FlushInterval))) {
-			submit()
+			p.submit(s)
 			s.flushNow = false
 		}
 		if !now.Before(nextTracked) {
 			// Backfills that ended stop the recording of their keys.
 			if err := s.refreshTracked(ctx); err != nil {
-				_ = finish()
-				return err
+				return stop(err)
 			}
 			nextTracked = now.Add(trackedRefresh)
 		}
 		if s.replyRequested || !now.Before(nextStatus) {
-			if err := sendStatus(s.replyRequested); err != nil {
-				_ = finish()
-				return err
+			if err := p.sendStatus(ctx, conn, s, &reported, s.replyRequested); err != nil {
+				return stop(err)
 			}
 			s.replyRequested = false
 			nextStatus = now.Add(r.cfg.StatusInterval)
 		}
 	}
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // streamState is the receive loop's view of the transaction stream.

@@ -16,7 +16,7 @@ func TestCommitConfirmsAfterABatchCutAtItsLastChange(t *testing.T) {
 	s := &streamState{batch: &buffer.Batch{}, inTx: true, confirm: 100}
 	commit := make([]byte, 1+1+8+8+8)
 	commit[0] = 'C'
-	binary.BigEndian.PutUint64(commit[2:], 500) // commit LSN
+	binary.BigEndian.PutUint64(commit[2:], 500)  // commit LSN
 	binary.BigEndian.PutUint64(commit[10:], 540) // end of the commit record
 	if err := s.handle(context.Background(), commit, 500); err != nil {
 		t.Fatal(err)
