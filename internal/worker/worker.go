@@ -206,6 +206,7 @@ func (w *Worker) run(ctx context.Context, drain bool) error {
 	}
 	drained, allDrained := context.WithCancel(ctx)
 	defer allDrained()
+	rc := run{stop: ctx, hard: hard, drain: drain, drained: drained, emptied: allDrained}
 	var procs sync.WaitGroup
 	for i := range w.cfg.Processors {
 		procs.Add(1)
@@ -213,7 +214,7 @@ func (w *Worker) run(ctx context.Context, drain bool) error {
 			defer procs.Done()
 			p := &processor{w: w, log: w.log.With("processor", i)}
 			defer p.close()
-			p.loop(ctx, hard, drain, drained, allDrained)
+			p.loop(rc)
 		}()
 	}
 	w.ready.Store(true)
@@ -256,13 +257,25 @@ func (p *processor) close() {
 	}
 }
 
-// loop claims and writes batches until ctx is cancelled (or, draining, until the buffer is empty and every
-// file is committed).
-func (p *processor) loop(ctx, hard context.Context, drain bool, drained context.Context, done context.CancelFunc) {
+// run is what one Run or Drain gives its processors.
+type run struct {
+	// stop ends new claims (SIGTERM); hard ends the batches in flight (the shutdown deadline after stop).
+	stop, hard context.Context
+	// drain: processors stop once the buffer is empty and every file is committed; the first to see it calls
+	// emptied, which ends drained for all.
+	drain   bool
+	drained context.Context
+	emptied context.CancelFunc
+}
+
+// loop claims and writes batches until rc.stop ends (or, draining, until the buffer is empty and every file is
+// committed).
+func (p *processor) loop(rc run) {
 	w := p.w
+	ctx, hard := rc.stop, rc.hard
 	failures := 0
-	for ctx.Err() == nil && drained.Err() == nil {
-		if !drain && !time.Now().Before(p.parkedDue) {
+	for ctx.Err() == nil && rc.drained.Err() == nil {
+		if !rc.drain && !time.Now().Before(p.parkedDue) {
 			// A parked table due for a retry: write its events, batch after batch while they keep coming.
 			n, err := p.processOne(hard, true)
 			if err != nil {
@@ -295,10 +308,10 @@ func (p *processor) loop(ctx, hard context.Context, drain bool, drained context.
 			wait(ctx, pause(n, w.cfg.MaxEventsPerSecond, time.Since(start)))
 			continue
 		}
-		if drain {
+		if rc.drain {
 			st, err := w.buf.Stats(hard)
 			if err == nil && st.Depth == 0 && st.PendingFiles == 0 {
-				done()
+				rc.emptied()
 				return
 			}
 		}
