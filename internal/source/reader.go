@@ -227,24 +227,9 @@ func (r *Reader) session(ctx context.Context) (held bool, err error) {
 // registerBackfills registers the published tables that never had a backfill, with their keys, before the
 // stream starts: every change streamed from here on has its key recorded.
 func (r *Reader) registerBackfills(ctx context.Context, conn *pgconn.PgConn) error {
-	res, err := conn.Exec(ctx, fmt.Sprintf(`SELECT c.oid, n.nspname, c.relname, `+keyColumnsSQL("c.oid")+`
-FROM pg_publication_tables p
-JOIN pg_namespace n ON n.nspname = p.schemaname JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
-WHERE p.pubname = %s`, quoteLiteral(r.cfg.Publication))).ReadAll()
+	tables, err := r.tablesWhere(ctx, conn, publishedCond(r.cfg.Publication))
 	if err != nil {
 		return fmt.Errorf("list the tables of publication %s: %w", r.cfg.Publication, err)
-	}
-	var tables []change.TableRef
-	for _, row := range res[0].Rows {
-		oid, _ := strconv.ParseUint(string(row[0]), 10, 32)
-		t := change.TableRef{RelationID: uint32(oid), Schema: string(row[1]), Name: string(row[2])}
-		if r.cfg.Skip != nil && r.cfg.Skip(t.Schema, t.Name) {
-			continue
-		}
-		if k := string(row[3]); k != "" {
-			t.Key = strings.Split(k, keySeparator)
-		}
-		tables = append(tables, t)
 	}
 	n, err := r.store.RequestBackfill(ctx, tables, true)
 	if err != nil {

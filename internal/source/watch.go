@@ -123,10 +123,15 @@ func (r *Reader) addNewTables(ctx context.Context, conn *pgconn.PgConn, warned m
 	return nil
 }
 
+// publishedCond selects the tables publication publishes.
+func publishedCond(publication string) string {
+	return `EXISTS (SELECT 1 FROM pg_publication_tables t WHERE t.pubname = ` + quoteLiteral(publication) + `
+  AND t.schemaname = n.nspname AND t.tablename = c.relname)`
+}
+
 // unpublishedCond selects the tables a FOR ALL TABLES publication would publish that publication does not.
 func unpublishedCond(publication string) string {
-	return allTablesCond + ` AND NOT EXISTS (SELECT 1 FROM pg_publication_tables t WHERE t.pubname = ` + quoteLiteral(publication) + `
-  AND t.schemaname = n.nspname AND t.tablename = c.relname)`
+	return allTablesCond + ` AND NOT ` + publishedCond(publication)
 }
 
 // noIdentity lists the tables selected by cond without a usable replica identity, leaving out the worker's own.
