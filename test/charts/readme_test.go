@@ -18,7 +18,9 @@ func readmeExamples(t *testing.T) map[string]string {
 	return out
 }
 
-// TestReadmeExamplesRenderValid checks that the README's corrected plan examples render and validate.
+// TestReadmeExamplesRenderValid checks that every example of the worker README (the YAML blocks after an
+// `<!-- example: NAME -->` marker) renders and passes the schema, the chart's own checks and the Kubernetes and KEDA
+// schemas, so that a reader who copies one gets a working release.
 func TestReadmeExamplesRenderValid(t *testing.T) {
 	ex := readmeExamples(t)
 	require.ElementsMatch(t, []string{"basic", "scale-to-zero", "multi-metric", "object-storage", "network-policy"}, keysOf(ex))

@@ -2,7 +2,6 @@ package charts
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -320,30 +319,81 @@ func TestScratchSpaceIsBounded(t *testing.T) {
 	})
 }
 
-// TestChartVariablesAreTheWorkers checks that every PHILOTES_* variable the chart gives the worker (ConfigMap keys
-// and env names, with every optional one switched on) is one the worker reads (internal/config/config.go), so a
-// renamed or misspelt variable cannot pass silently.
-func TestChartVariablesAreTheWorkers(t *testing.T) {
-	known := map[string]bool{}
-	for _, m := range regexp.MustCompile(`"(PHILOTES_[A-Z0-9_]+)"`).FindAllStringSubmatch(readFile(t, "../../internal/config/config.go"), -1) {
-		known[m[1]] = true
+// TestChartMapsValuesToVariables checks which value feeds which PHILOTES_* variable: with a distinct value for each
+// value the chart passes to the worker, the ConfigMap holds exactly these variables with these values, and the
+// container's variables from Secrets name these Secret keys. A variable the chart adds, drops or feeds from another
+// value fails here. Whether each name is a variable the worker reads is not this test's question: the root module's
+// TestEveryNamedVariableIsASetting (internal/config/contract_test.go) holds every PHILOTES_* name in the charts'
+// templates, values and READMEs to the worker's settings.
+func TestChartMapsValuesToVariables(t *testing.T) {
+	r := mustRender(t, workerChart, `
+database: {existingSecret: db-urls, sourceUrlKey: source-url, bufferUrlKey: buffer-url}
+worker:
+  slot: slot_a
+  publication: pub_b
+  sourceName: source_c
+  tables: [public.orders, sales.items]
+  processors: 3
+  batchSize: 777
+  logLevel: debug
+  shutdownTimeoutSeconds: 17
+  httpPort: 9091
+  iceberg:
+    warehouse: s3://lake-d/prefix
+    catalogUri: http://lakekeeper:8181/catalog
+    catalogWarehouse: lake_e
+    namespace: ns_f
+    commitIntervalSeconds: 7
+    commitBytes: 1000001
+    maintenanceIntervalSeconds: 45
+    snapshotRetention: 2h
+    snapshotsToKeep: 9
+    targetFileBytes: 2000002
+    s3: {endpoint: 'http://minio:9000', region: eu-west-3, pathStyle: true, existingSecret: s3-keys,
+         accessKeyIdKey: key-id, secretAccessKeyKey: secret-key, sessionTokenKey: token}
+  backfill: {mode: "off", workers: 4, chunkRows: 5000, maxRowsPerSecond: 1234}
+`)
+	require.Equal(t, map[string]any{
+		"PHILOTES_SLOT":                         "slot_a",                         // worker.slot
+		"PHILOTES_PUBLICATION":                  "pub_b",                          // worker.publication
+		"PHILOTES_SOURCE_NAME":                  "source_c",                       // worker.sourceName (default: worker.slot)
+		"PHILOTES_TABLES":                       "public.orders,sales.items",      // worker.tables, comma-separated
+		"PHILOTES_PROCESSORS":                   "3",                              // worker.processors
+		"PHILOTES_BATCH_SIZE":                   "777",                            // worker.batchSize
+		"PHILOTES_LOG_LEVEL":                    "debug",                          // worker.logLevel
+		"PHILOTES_SHUTDOWN_TIMEOUT":             "17s",                            // worker.shutdownTimeoutSeconds
+		"PHILOTES_HTTP_ADDR":                    ":9091",                          // worker.httpPort
+		"PHILOTES_ICEBERG_WAREHOUSE":            "s3://lake-d/prefix",             // worker.iceberg.warehouse
+		"PHILOTES_ICEBERG_CATALOG_URI":          "http://lakekeeper:8181/catalog", // worker.iceberg.catalogUri
+		"PHILOTES_ICEBERG_CATALOG_WAREHOUSE":    "lake_e",                         // worker.iceberg.catalogWarehouse
+		"PHILOTES_ICEBERG_NAMESPACE":            "ns_f",                           // worker.iceberg.namespace
+		"PHILOTES_ICEBERG_COMMIT_INTERVAL":      "7s",                             // worker.iceberg.commitIntervalSeconds
+		"PHILOTES_ICEBERG_COMMIT_BYTES":         "1000001",                        // worker.iceberg.commitBytes
+		"PHILOTES_ICEBERG_MAINTENANCE_INTERVAL": "45s",                            // worker.iceberg.maintenanceIntervalSeconds
+		"PHILOTES_ICEBERG_SNAPSHOT_RETENTION":   "2h",                             // worker.iceberg.snapshotRetention
+		"PHILOTES_ICEBERG_SNAPSHOTS_TO_KEEP":    "9",                              // worker.iceberg.snapshotsToKeep
+		"PHILOTES_ICEBERG_TARGET_FILE_BYTES":    "2000002",                        // worker.iceberg.targetFileBytes
+		"PHILOTES_S3_ENDPOINT":                  "http://minio:9000",              // worker.iceberg.s3.endpoint
+		"PHILOTES_S3_REGION":                    "eu-west-3",                      // worker.iceberg.s3.region
+		"PHILOTES_S3_PATH_STYLE":                "true",                           // worker.iceberg.s3.pathStyle
+		"PHILOTES_BACKFILL":                     "off",                            // worker.backfill.mode
+		"PHILOTES_BACKFILL_WORKERS":             "4",                              // worker.backfill.workers
+		"PHILOTES_BACKFILL_CHUNK_ROWS":          "5000",                           // worker.backfill.chunkRows
+		"PHILOTES_BACKFILL_MAX_ROWS_PER_SECOND": "1234",                           // worker.backfill.maxRowsPerSecond
+	}, get(t, r.one(t, "ConfigMap", fullname), "data"))
+
+	fromSecrets := map[string]string{}
+	for n, e := range envByName(t, workerPods(t, r)["Deployment"]) {
+		ref := get(t, e, "valueFrom", "secretKeyRef")
+		fromSecrets[n] = fmt.Sprintf("%s/%s", get(t, ref, "name"), get(t, ref, "key"))
 	}
-	r := mustRender(t, workerChart, mergeValues(s3Full, "worker: {iceberg: {catalogUri: 'http://lakekeeper:8181/catalog', catalogWarehouse: lake}}\n",
-		"database: {sourceUrl: 'postgres://u:p@h/db', bufferUrl: 'postgres://u:p@b/buf'}\n"))
-	var names []string
-	for k := range get(t, r.one(t, "ConfigMap", fullname), "data").(map[string]any) {
-		names = append(names, k)
-	}
-	for n := range envByName(t, workerPods(t, r)["Deployment"]) {
-		names = append(names, n)
-	}
-	for _, n := range []string{"PHILOTES_S3_ENDPOINT", "PHILOTES_S3_REGION", "PHILOTES_S3_PATH_STYLE", "PHILOTES_S3_ACCESS_KEY_ID",
-		"PHILOTES_S3_SECRET_ACCESS_KEY", "PHILOTES_S3_SESSION_TOKEN", "PHILOTES_ICEBERG_CATALOG_WAREHOUSE"} {
-		require.Contains(t, names, n)
-	}
-	for _, n := range names {
-		require.True(t, known[n], "the chart sets %s, which internal/config/config.go does not read", n)
-	}
+	require.Equal(t, map[string]string{
+		"PHILOTES_SOURCE_URL":           "db-urls/source-url", // database.existingSecret, database.sourceUrlKey
+		"PHILOTES_BUFFER_URL":           "db-urls/buffer-url", // database.existingSecret, database.bufferUrlKey
+		"PHILOTES_S3_ACCESS_KEY_ID":     "s3-keys/key-id",     // worker.iceberg.s3.existingSecret, accessKeyIdKey
+		"PHILOTES_S3_SECRET_ACCESS_KEY": "s3-keys/secret-key", // worker.iceberg.s3.existingSecret, secretAccessKeyKey
+		"PHILOTES_S3_SESSION_TOKEN":     "s3-keys/token",      // worker.iceberg.s3.existingSecret, sessionTokenKey
+	}, fromSecrets)
 }
 
 // requireConfigMap renders the worker chart with values (YAML), or with set when it is not nil (as --set
