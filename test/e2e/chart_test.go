@@ -3,19 +3,11 @@
 package e2e
 
 import (
-	"context"
-	"fmt"
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-
 	"github.com/philotes/philotes-worker/test/e2e/stack"
 )
-
-// chartDir is the worker chart, relative to this package.
-const chartDir = "../../charts/philotes-worker"
 
 // TestChart installs the real charts/philotes-worker with Helm into the stack
 // (with the stand-in worker behind it) and checks that KEDA accepts its
@@ -56,19 +48,7 @@ func TestChart(t *testing.T) {
 	}
 	installChart(t, s, ns, name, values)
 
-	eventually(t, 60*time.Second, "the chart's ScaledObject Ready", func(ctx context.Context) error {
-		u, err := s.Dynamic.Resource(stack.ScaledObjectGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-		for _, c := range conds {
-			if m, ok := c.(map[string]any); ok && m["type"] == "Ready" && m["status"] == "True" {
-				return nil
-			}
-		}
-		return fmt.Errorf("conditions %v", conds)
-	})
+	waitScaledObjectReady(t, s, ns, name)
 	waitReady(t, s, ns, name, 1, 90*time.Second)
 	checkPodIPs(t, s, ns, name)
 

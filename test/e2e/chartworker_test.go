@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -67,21 +66,15 @@ func TestChartWorker(t *testing.T) {
 	})
 
 	t.Run("the chart's Prometheus queries match the worker's series", func(t *testing.T) {
-		u, err := s.Dynamic.Resource(stack.ScaledObjectGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		triggers, _, _ := unstructured.NestedSlice(u.Object, "spec", "triggers")
 		n := 0
-		for _, tr := range triggers {
-			m, _ := tr.(map[string]any)
+		for _, m := range scaledObjectTriggers(t, s, ns, name) {
 			if m["type"] != "prometheus" {
 				continue
 			}
 			q, _, _ := unstructured.NestedString(m, "metadata", "query")
 			n++
 			eventually(t, 30*time.Second, "a series for "+q, func(ctx context.Context) error {
-				_, err := promQuery(ctx, s, q)
+				_, err := s.PromQuery(ctx, q)
 				return err
 			})
 		}
@@ -94,19 +87,5 @@ func TestChartWorker(t *testing.T) {
 	if _, err := src.Exec(ctx, `INSERT INTO public.orders SELECT g, g * 1.5 FROM generate_series(1, $1) g`, rows); err != nil {
 		t.Fatal(err)
 	}
-	scope := `{namespace="e2e"}`
-	eventually(t, 120*time.Second, fmt.Sprintf("%d events processed and the buffer empty", rows), func(ctx context.Context) error {
-		processed, err := promQuery(ctx, s, "sum(philotes_buffer_events_processed_total"+scope+")")
-		if err != nil {
-			return err
-		}
-		depth, err := promQuery(ctx, s, "max(philotes_buffer_depth"+scope+")")
-		if err != nil {
-			return err
-		}
-		if processed < rows || depth != 0 {
-			return errors.New(fmt.Sprint("processed ", processed, ", depth ", depth))
-		}
-		return nil
-	})
+	waitProcessed(t, s, `{namespace="e2e"}`, rows, 120*time.Second)
 }

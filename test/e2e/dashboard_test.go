@@ -161,7 +161,7 @@ func scrapeKEDAOperator(t *testing.T, s *stack.Stack) {
 		t.Fatal(err)
 	}
 	eventually(t, 60*time.Second, "Prometheus scrapes the KEDA operator", func(ctx context.Context) error {
-		up, err := promQuery(ctx, s, `up{job="keda-operator"}`)
+		up, err := s.PromQuery(ctx, `up{job="keda-operator"}`)
 		if err != nil {
 			return err
 		}

@@ -4,9 +4,11 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,13 +20,128 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
 	"github.com/philotes/philotes-worker/internal/buffer"
 	"github.com/philotes/philotes-worker/internal/source"
 	"github.com/philotes/philotes-worker/test/e2e/chart"
 	"github.com/philotes/philotes-worker/test/e2e/netns"
 	"github.com/philotes/philotes-worker/test/e2e/node"
+	"github.com/philotes/philotes-worker/test/e2e/report"
 	"github.com/philotes/philotes-worker/test/e2e/stack"
 )
+
+// The helpers shared by the test files. Each test makes its own fixtures (its stack, node, release, connections)
+// with the setup functions below and passes them on; the only state shared between tests is the process-wide
+// state here, for one run of the test binary:
+var (
+	// workerBin is the real worker: $PHILOTES_WORKER_BIN (scripts/e2e.sh builds it), or built for the run on
+	// first use. TestMain removes what it built.
+	workerBin = &goBinary{pkg: "./cmd/philotes-worker", dir: "../..", env: "PHILOTES_WORKER_BIN"}
+	// fakeWorkerBin is the stand-in worker (cmd/fakeworker), built for the run on first use.
+	fakeWorkerBin = &goBinary{pkg: "./cmd/fakeworker"}
+	// reactions are the reaction times the tests measured; TestMain prints them at the end of the run.
+	reactions reactionLog
+)
+
+// chartDir is the worker chart, relative to this package.
+const chartDir = "../../charts/philotes-worker"
+
+// TestMain prints the reaction times the tests measured and removes the
+// binaries built for the run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	reactions.print(os.Stdout)
+	workerBin.remove()
+	fakeWorkerBin.remove()
+	os.Exit(code)
+}
+
+// goBinary is a program of this repository, built at most once per run of the test binary.
+type goBinary struct {
+	pkg, dir string // the package, built in folder dir ("" is this module)
+	env      string // a variable that names a built binary instead ("" for none)
+
+	once sync.Once
+	path string
+	err  error
+}
+
+// get returns the binary's path, building it on the first call.
+func (b *goBinary) get(t *testing.T) string {
+	t.Helper()
+	if b.env != "" {
+		if p := os.Getenv(b.env); p != "" {
+			return p
+		}
+	}
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", "philotes-e2e-bin-")
+		if err != nil {
+			b.err = err
+			return
+		}
+		b.path = filepath.Join(dir, filepath.Base(b.pkg))
+		cmd := exec.Command("go", "build", "-o", b.path, b.pkg)
+		cmd.Dir = b.dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("build %s: %w: %s", b.pkg, err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
+// remove deletes what get built.
+func (b *goBinary) remove() {
+	if b.path != "" {
+		os.RemoveAll(filepath.Dir(b.path))
+	}
+}
+
+// workerBinary is the real philotes-worker.
+func workerBinary(t *testing.T) string { return workerBin.get(t) }
+
+// fakeWorker is the stand-in worker (cmd/fakeworker).
+func fakeWorker(t *testing.T) string { return fakeWorkerBin.get(t) }
+
+// reaction is one measured reaction time.
+type reaction struct {
+	test, what string
+	took       time.Duration
+}
+
+// reactionLog collects reaction times from every test of the run.
+type reactionLog struct {
+	mu   sync.Mutex
+	list []reaction
+}
+
+// recordReaction keeps a reaction time for the summary at the end of the run.
+func recordReaction(t *testing.T, what string, took time.Duration) {
+	t.Logf("reaction: %s %s", what, took.Round(100*time.Millisecond))
+	reactions.mu.Lock()
+	defer reactions.mu.Unlock()
+	reactions.list = append(reactions.list, reaction{test: t.Name(), what: what, took: took})
+}
+
+func (l *reactionLog) print(w io.Writer) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.list) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "REACTION TIMES\ttest\tseconds")
+	for _, r := range l.list {
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\n", r.what, r.test, r.took.Seconds())
+	}
+	tw.Flush()
+}
 
 // testLogger writes slog records to the test log while the test runs, and
 // to stderr after it (goroutines may still log while they wind down).
@@ -54,77 +171,42 @@ func (w *tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestMain prints the reaction times the tests measured and removes the
-// binaries built for the run.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	printReactions(os.Stdout)
-	for _, p := range []string{fakeWorkerPath, workerPath} {
-		if p != "" {
-			os.RemoveAll(filepath.Dir(p))
-		}
+// reportDir is e2e-report/ at the repository root (PHILOTES_E2E_REPORT overrides).
+func reportDir(t *testing.T) string {
+	if d := os.Getenv("PHILOTES_E2E_REPORT"); d != "" {
+		return d
 	}
-	os.Exit(code)
-}
-
-// reaction is one measured reaction time.
-type reaction struct {
-	test, what string
-	took       time.Duration
-}
-
-var (
-	reactionsMu sync.Mutex
-	reactions   []reaction
-)
-
-// recordReaction keeps a reaction time for the summary at the end of the run.
-func recordReaction(t *testing.T, what string, took time.Duration) {
-	t.Logf("reaction: %s %s", what, took.Round(100*time.Millisecond))
-	reactionsMu.Lock()
-	defer reactionsMu.Unlock()
-	reactions = append(reactions, reaction{test: t.Name(), what: what, took: took})
-}
-
-func printReactions(w io.Writer) {
-	reactionsMu.Lock()
-	defer reactionsMu.Unlock()
-	if len(reactions) == 0 {
-		return
+	d, err := filepath.Abs("../../e2e-report")
+	if err != nil {
+		t.Fatal(err)
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "REACTION TIMES\ttest\tseconds")
-	for _, r := range reactions {
-		fmt.Fprintf(tw, "%s\t%s\t%.1f\n", r.what, r.test, r.took.Seconds())
-	}
-	tw.Flush()
+	return d
 }
 
-var (
-	fakeWorkerOnce sync.Once
-	fakeWorkerPath string
-	fakeWorkerErr  error
-)
-
-// fakeWorker builds cmd/fakeworker once per test binary.
-func fakeWorker(t *testing.T) string {
+// writeTimeline writes samples to e2e-report/<name>.csv and .svg.
+func writeTimeline(t *testing.T, name, title string, samples []report.Sample) {
 	t.Helper()
-	fakeWorkerOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "philotes-e2e-bin-")
-		if err != nil {
-			fakeWorkerErr = err
-			return
-		}
-		fakeWorkerPath = filepath.Join(dir, "fakeworker")
-		out, err := exec.Command("go", "build", "-o", fakeWorkerPath, "./cmd/fakeworker").CombinedOutput()
-		if err != nil {
-			fakeWorkerErr = fmt.Errorf("build fakeworker: %w: %s", err, out)
-		}
-	})
-	if fakeWorkerErr != nil {
-		t.Fatal(fakeWorkerErr)
+	base := filepath.Join(reportDir(t), name)
+	if err := report.WriteCSV(base+".csv", samples); err != nil {
+		t.Error(err)
 	}
-	return fakeWorkerPath
+	if err := report.WriteSVG(base+".svg", title, samples); err != nil {
+		t.Error(err)
+	}
+}
+
+// releaseTimeline samples a release of the worker chart (its Deployment, the HPA KEDA made, and the worker's
+// metrics of namespace ns) for a report.
+func releaseTimeline(s *stack.Stack, ns, name string) report.Config {
+	scope := `{namespace="` + ns + `"}`
+	return report.Config{
+		Kube: s.Kube, Namespace: ns, Deployment: name, HPA: "keda-hpa-" + name,
+		Query:          s.PromQuery,
+		LagQuery:       `max(philotes_cdc_lag_seconds` + scope + `)`,
+		DepthQuery:     `max(philotes_buffer_depth` + scope + `)`,
+		ProcessedQuery: `sum(rate(philotes_buffer_events_processed_total` + scope + `[15s]))`,
+		BackfillQuery:  `max(philotes_backfill_rows_remaining` + scope + `)`,
+	}
 }
 
 // startStack brings the stack up for one test and tears it down after it;
@@ -159,9 +241,29 @@ func startNode(t *testing.T, s *stack.Stack, binary string) {
 		ShutdownGrace: 10 * time.Second})
 }
 
-// promQuery returns the single value of an instant query.
-func promQuery(ctx context.Context, s *stack.Stack, q string) (float64, error) {
-	return s.PromQuery(ctx, q)
+// runNode runs a node with cfg until the test ends, then stops its pods.
+func runNode(t *testing.T, cfg node.Config) {
+	t.Helper()
+	n, err := node.New(cfg)
+	if err != nil {
+		t.Fatalf("node: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("node: %v", err)
+		}
+	})
+	select {
+	case <-n.Ready():
+	case err := <-done:
+		t.Fatalf("node stopped before ready: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("node not ready after 60s")
+	}
 }
 
 // eventually polls check every interval until it returns nil; at the
@@ -180,6 +282,125 @@ func eventually(t *testing.T, timeout time.Duration, what string, check func(ctx
 	took := time.Since(start)
 	t.Logf("%s: after %s", what, took.Round(100*time.Millisecond))
 	return took
+}
+
+// runPod creates pod, waits for it to be Running and Ready, and returns its IP.
+func runPod(t *testing.T, s *stack.Stack, pod *corev1.Pod) string {
+	t.Helper()
+	if _, err := s.Kube.CoreV1().Pods(pod.Namespace).Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create pod %s: %v", pod.Name, err)
+	}
+	var ip string
+	eventually(t, 60*time.Second, "pod "+pod.Name+" Running and Ready", func(ctx context.Context) error {
+		p, err := s.Kube.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if p.Status.Phase != corev1.PodRunning {
+			return fmt.Errorf("phase %s", p.Status.Phase)
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				ip = p.Status.PodIP
+				return nil
+			}
+		}
+		return errors.New("not Ready")
+	})
+	return ip
+}
+
+// waitReady waits until the Deployment has exactly want replicas, all Ready,
+// and returns how long that took.
+func waitReady(t *testing.T, s *stack.Stack, ns, name string, want int32, timeout time.Duration) time.Duration {
+	t.Helper()
+	return eventually(t, timeout, fmt.Sprintf("deployment %s at %d ready replicas", name, want), func(ctx context.Context) error {
+		d, err := s.Kube.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		st := d.Status
+		if *d.Spec.Replicas != want || st.Replicas != want || st.ReadyReplicas != want {
+			return fmt.Errorf("spec %d, status %d, ready %d", *d.Spec.Replicas, st.Replicas, st.ReadyReplicas)
+		}
+		return nil
+	})
+}
+
+// readyAtLeast is nil once the Deployment wants and has at least n Ready replicas.
+func readyAtLeast(ctx context.Context, s *stack.Stack, ns, name string, n int32) error {
+	d, err := s.Kube.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if d.Spec.Replicas == nil || *d.Spec.Replicas < n || d.Status.ReadyReplicas < n {
+		spec := int32(-1)
+		if d.Spec.Replicas != nil {
+			spec = *d.Spec.Replicas
+		}
+		return fmt.Errorf("spec %d, status %d, ready %d", spec, d.Status.Replicas, d.Status.ReadyReplicas)
+	}
+	return nil
+}
+
+// checkPodIPs checks that every running pod of the Deployment has its own
+// loopback address.
+func checkPodIPs(t *testing.T, s *stack.Stack, ns, name string) {
+	t.Helper()
+	pods, err := s.Kube.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + name})
+	if err != nil {
+		t.Fatalf("list pods: %v", err)
+	}
+	seen := map[string]string{}
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		ip := net.ParseIP(p.Status.PodIP)
+		if ip == nil || !ip.IsLoopback() {
+			t.Errorf("pod %s: podIP %q is not a loopback address", p.Name, p.Status.PodIP)
+			continue
+		}
+		if other, dup := seen[p.Status.PodIP]; dup {
+			t.Errorf("pods %s and %s share podIP %s", p.Name, other, p.Status.PodIP)
+		}
+		seen[p.Status.PodIP] = p.Name
+	}
+}
+
+// waitScaledObjectReady waits for a ScaledObject's Ready condition.
+func waitScaledObjectReady(t *testing.T, s *stack.Stack, ns, name string) {
+	t.Helper()
+	eventually(t, 60*time.Second, "ScaledObject "+name+" Ready", func(ctx context.Context) error {
+		u, err := s.Dynamic.Resource(stack.ScaledObjectGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conds {
+			if m, ok := c.(map[string]any); ok && m["type"] == "Ready" && m["status"] == "True" {
+				return nil
+			}
+		}
+		return fmt.Errorf("conditions %v", conds)
+	})
+}
+
+// scaledObjectTriggers are the triggers of a ScaledObject's spec, as rendered.
+func scaledObjectTriggers(t *testing.T, s *stack.Stack, ns, name string) []map[string]any {
+	t.Helper()
+	u, err := s.Dynamic.Resource(stack.ScaledObjectGVR).Namespace(ns).Get(t.Context(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, _, _ := unstructured.NestedSlice(u.Object, "spec", "triggers")
+	var out []map[string]any
+	for _, tr := range list {
+		if m, ok := tr.(map[string]any); ok {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // installChart installs the worker chart (chartDir) with values through Helm and uninstalls it at cleanup.
@@ -282,6 +503,18 @@ func realWorkerValues(lake map[string]any, worker, keda map[string]any) map[stri
 	}
 }
 
+// connect opens a connection to one of the stack's databases for the rest of
+// the test.
+func connect(t *testing.T, s *stack.Stack, db string) *pgx.Conn {
+	t.Helper()
+	c, err := s.ConnectPostgres(t.Context(), db)
+	if err != nil {
+		t.Fatalf("connect to %s: %v", db, err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
 // createEventsTable creates public.<tbl> (id, note) in the source database.
 func createEventsTable(ctx context.Context, c *pgx.Conn, tbl string) error {
 	if _, err := c.Exec(ctx, `CREATE TABLE public.`+tbl+` (id bigint PRIMARY KEY, note text NOT NULL)`); err != nil {
@@ -338,14 +571,51 @@ func bufferDepth(ctx context.Context, buf *pgx.Conn, source string) (int64, erro
 	return n, err
 }
 
-// connect opens a connection to one of the stack's databases for the rest of
-// the test.
-func connect(t *testing.T, s *stack.Stack, db string) *pgx.Conn {
+// waitCaughtUp waits until everything written to the source so far is in
+// the lake: the slot is confirmed past the server's WAL position at the call
+// (the reader confirms only what the buffer holds) and the buffer is empty.
+func waitCaughtUp(t *testing.T, src, buf *pgx.Conn, slot string, timeout time.Duration) {
 	t.Helper()
-	c, err := s.ConnectPostgres(t.Context(), db)
-	if err != nil {
-		t.Fatalf("connect to %s: %v", db, err)
+	var lsn string
+	if err := src.QueryRow(t.Context(), `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
+		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close(context.Background()) })
-	return c
+	eventually(t, timeout, "the workers caught up with WAL "+lsn, func(ctx context.Context) error {
+		var confirmed string
+		var past bool
+		if err := src.QueryRow(ctx, `SELECT confirmed_flush_lsn::text, confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = $2`, lsn, slot).Scan(&confirmed, &past); err != nil {
+			return fmt.Errorf("slot %s: %w", slot, err)
+		}
+		if !past {
+			return fmt.Errorf("slot confirmed up to %s", confirmed)
+		}
+		depth, err := bufferDepth(ctx, buf, slot)
+		if err != nil {
+			return err
+		}
+		if depth != 0 {
+			return fmt.Errorf("%d events in the buffer", depth)
+		}
+		return nil
+	})
+}
+
+// waitProcessed waits until the workers' metrics (selector scope, e.g. `{namespace="e2e"}`, or "" for all)
+// count at least rows processed events and an empty buffer.
+func waitProcessed(t *testing.T, s *stack.Stack, scope string, rows int, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, fmt.Sprintf("%d events processed and the buffer empty", rows), func(ctx context.Context) error {
+		processed, err := s.PromQuery(ctx, "sum(philotes_buffer_events_processed_total"+scope+")")
+		if err != nil {
+			return err
+		}
+		depth, err := s.PromQuery(ctx, "max(philotes_buffer_depth"+scope+")")
+		if err != nil {
+			return err
+		}
+		if processed < float64(rows) || depth != 0 {
+			return fmt.Errorf("processed %v, depth %v", processed, depth)
+		}
+		return nil
+	})
 }

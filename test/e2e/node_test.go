@@ -132,32 +132,6 @@ func workerPod(name string, grace int64, shutdownDelay string) *corev1.Pod {
 	}
 }
 
-// runPod creates pod, waits for it to be Running and Ready, and returns its IP.
-func runPod(t *testing.T, s *stack.Stack, pod *corev1.Pod) string {
-	t.Helper()
-	if _, err := s.Kube.CoreV1().Pods(pod.Namespace).Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create pod %s: %v", pod.Name, err)
-	}
-	var ip string
-	eventually(t, 60*time.Second, "pod "+pod.Name+" Running and Ready", func(ctx context.Context) error {
-		p, err := s.Kube.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		if p.Status.Phase != corev1.PodRunning {
-			return fmt.Errorf("phase %s", p.Status.Phase)
-		}
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-				ip = p.Status.PodIP
-				return nil
-			}
-		}
-		return errors.New("not Ready")
-	})
-	return ip
-}
-
 // shellImage is the image the volume test's node runs as /bin/sh.
 const shellImage = "sh:e2e"
 
@@ -339,29 +313,4 @@ func waitPodGone(t *testing.T, s *stack.Stack, ns, name string, timeout time.Dur
 		}
 		return errors.New("still there")
 	})
-}
-
-// runNode runs a node with cfg until the test ends, then stops its pods.
-func runNode(t *testing.T, cfg node.Config) {
-	t.Helper()
-	n, err := node.New(cfg)
-	if err != nil {
-		t.Fatalf("node: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("node: %v", err)
-		}
-	})
-	select {
-	case <-n.Ready():
-	case err := <-done:
-		t.Fatalf("node stopped before ready: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("node not ready after 60s")
-	}
 }

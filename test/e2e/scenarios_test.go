@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -42,12 +41,10 @@ import (
 //     backfill of its rows scales the release out through the chart's
 //     backfill trigger and back in once they are read, and each of those
 //     rows is in the lake exactly once, as a snapshot row;
-//   - zero: idle goes to 0 replicas; rows written at zero wake it through the
-//     chart's PostgreSQL trigger;
 //   - loss: every row written in all of the above is in the Iceberg tables
 //     exactly once (the backfilled table's as snapshot rows).
 //
-// Each phase writes e2e-report/scenario-<phase>.csv and .svg.
+// Scale to zero is TestScaleToZero's. Each phase writes e2e-report/scenario-<phase>.csv and .svg.
 func TestScenarios(t *testing.T) {
 	sc := newScenarios(t)
 
@@ -257,7 +254,7 @@ func TestScenarios(t *testing.T) {
 			return x.Desired <= 1 && x.Replicas == 1 && x.Backfill == 0
 		})
 		// Which pods read backfill rows since the table was published (the range keeps the pods scaled in).
-		readers, err := promQuery(t.Context(), sc.s, fmt.Sprintf(`count(increase(philotes_backfill_rows_read_total{namespace="%s"}[%ds]) > 0)`,
+		readers, err := sc.s.PromQuery(t.Context(), fmt.Sprintf(`count(increase(philotes_backfill_rows_read_total{namespace="%s"}[%ds]) > 0)`,
 			scNS, int(time.Since(start).Seconds())+1))
 		if err != nil {
 			t.Errorf("pods that read backfill rows: %v", err)
@@ -312,50 +309,6 @@ func TestScenarios(t *testing.T) {
 		sc.checkBackfilled(t, backfillTable, backfillRows)
 	})
 
-	t.Run("zero", func(t *testing.T) {
-		// The chart's default wake-up threshold: any unconfirmed WAL.
-		sc.upgrade(t, knobs{buffer: perReplica, window: 10, zero: true})
-		rec := sc.record(t, "zero", "zero: idle to 0 replicas, one row written at zero wakes it (chart's PostgreSQL trigger)")
-		took := waitReady(t, sc.s, scNS, scName, 0, 120*time.Second)
-		recordReaction(t, "zero: idle to zero", took)
-		// WAL written after the worker last confirmed the slot (a checkpoint
-		// or standby-snapshot record) may wake it once; it then confirms the
-		// slot and sleeps again. Wait for that quiet state before the write.
-		eventually(t, 300*time.Second, "asleep: 0 replicas and nothing unconfirmed in the slot", func(ctx context.Context) error {
-			d, err := sc.s.Kube.AppsV1().Deployments(scNS).Get(ctx, scName, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			if *d.Spec.Replicas != 0 || d.Status.Replicas != 0 {
-				return fmt.Errorf("%d replicas", d.Status.Replicas)
-			}
-			unconfirmed, err := slotUnconfirmed(ctx, sc.src, scSlot)
-			if err != nil {
-				return err
-			}
-			if unconfirmed != 0 {
-				return fmt.Errorf("%d bytes unconfirmed", unconfirmed)
-			}
-			return nil
-		})
-		t.Logf("woke %d times without a write before settling at zero", wakesFromZero(rec.rec.Samples()))
-		start := time.Now()
-		sc.insert(t, "zero_events", 1) // one row: the first change must wake it
-		took = eventually(t, 90*time.Second, "a worker Ready again", func(ctx context.Context) error {
-			return readyAtLeast(ctx, sc.s, scNS, scName, 1)
-		})
-		recordReaction(t, "zero: one row written to wake (1 ready)", took)
-		waitInLake(t, sc.lk, "zero_events", 1, 120*time.Second)
-		recordReaction(t, "zero: one row written at zero to in the lake", time.Since(start))
-		// Housekeeping WAL (autovacuum of what the earlier phases wrote, standby
-		// snapshots) may wake it again on its way down: each such wake ends one
-		// cooldown after the worker confirmed the slot.
-		back := time.Now()
-		waitReady(t, sc.s, scNS, scName, 0, 300*time.Second)
-		recordReaction(t, "zero: in the lake to asleep again", time.Since(back))
-		t.Logf("woke %d times in this phase, one of them for the row", wakesFromZero(rec.stop(t)))
-	})
-
 	t.Run("loss", func(t *testing.T) {
 		sc.waitCaughtUp(t, 120*time.Second)
 		for _, tbl := range sc.tables() {
@@ -391,7 +344,6 @@ type knobs struct {
 	buffer   float64 // buffer trigger threshold in events; 0 disables the trigger
 	backfill float64 // backfill trigger threshold in rows remaining; 0 disables the trigger
 	window   int     // scale-down stabilization window in seconds
-	zero     bool    // minReplicaCount 0 with the PostgreSQL trigger
 	// backfillRate caps the backfill rows one replica reads per second; 0: no cap (the chart's default).
 	backfillRate int
 }
@@ -469,10 +421,6 @@ func (sc *scenarios) values(k knobs) map[string]any {
 		}}},
 		"prometheus": prom,
 	}
-	if k.zero {
-		keda["minReplicaCount"] = 0
-		keda["postgresql"] = chartPostgresTrigger("") // the chart's default wake-up threshold
-	}
 	return realWorkerValues(sc.lakeVals, map[string]any{
 		"slot":        scSlot,
 		"publication": scPub,
@@ -496,7 +444,7 @@ func ftoa(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 func (sc *scenarios) settle(t *testing.T) {
 	t.Helper()
 	eventually(t, 60*time.Second, "Prometheus scraping the worker", func(ctx context.Context) error {
-		_, err := promQuery(ctx, sc.s, `max(philotes_buffer_depth{namespace="`+scNS+`"})`)
+		_, err := sc.s.PromQuery(ctx, `max(philotes_buffer_depth{namespace="`+scNS+`"})`)
 		return err
 	})
 	eventually(t, 60*time.Second, "every trigger healthy and no fallback", func(ctx context.Context) error {
@@ -533,7 +481,7 @@ func (sc *scenarios) upgrade(t *testing.T, k knobs) {
 	}
 	t.Logf("helm upgrade: %+v", k)
 	metrics := 0
-	for _, on := range []bool{k.lag > 0, k.buffer > 0, k.backfill > 0, k.zero} {
+	for _, on := range []bool{k.lag > 0, k.buffer > 0, k.backfill > 0} {
 		if on {
 			metrics++
 		}
@@ -563,15 +511,7 @@ type phaseRecorder struct {
 
 // record starts the timeline of a phase; stop writes scenario-<name>.csv and .svg.
 func (sc *scenarios) record(t *testing.T, name, title string) *phaseRecorder {
-	scope := `{namespace="` + scNS + `"}`
-	p := &phaseRecorder{name: name, title: title, rec: report.Start(report.Config{
-		Kube: sc.s.Kube, Namespace: scNS, Deployment: scName, HPA: "keda-hpa-" + scName,
-		Query:          func(ctx context.Context, q string) (float64, error) { return promQuery(ctx, sc.s, q) },
-		LagQuery:       `max(philotes_cdc_lag_seconds` + scope + `)`,
-		DepthQuery:     `max(philotes_buffer_depth` + scope + `)`,
-		ProcessedQuery: `sum(rate(philotes_buffer_events_processed_total` + scope + `[15s]))`,
-		BackfillQuery:  `max(philotes_backfill_rows_remaining` + scope + `)`,
-	})}
+	p := &phaseRecorder{name: name, title: title, rec: report.Start(releaseTimeline(sc.s, scNS, scName))}
 	t.Cleanup(func() { p.stop(t) })
 	return p
 }
@@ -594,13 +534,7 @@ func (p *phaseRecorder) stop(t *testing.T) []report.Sample {
 	}
 	p.stopped = true
 	samples := p.rec.Stop()
-	base := filepath.Join(reportDir(t), "scenario-"+p.name)
-	if err := report.WriteCSV(base+".csv", samples); err != nil {
-		t.Error(err)
-	}
-	if err := report.WriteSVG(base+".svg", p.title, samples); err != nil {
-		t.Error(err)
-	}
+	writeTimeline(t, "scenario-"+p.name, p.title, samples)
 	return samples
 }
 
@@ -712,49 +646,19 @@ func (sc *scenarios) burst(t *testing.T, rec *phaseRecorder, phase, tbl string, 
 	return start, rec.stop(t)
 }
 
-// waitCaughtUp waits until everything written to the source so far is in
-// the lake: the slot is confirmed past the server's WAL position at the call
-// (the reader confirms only what the buffer holds) and the buffer is empty.
+// waitCaughtUp waits until everything written to the source so far is in the lake.
 func (sc *scenarios) waitCaughtUp(t *testing.T, timeout time.Duration) {
 	t.Helper()
-	var lsn string
-	if err := sc.src.QueryRow(t.Context(), `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, timeout, "the workers caught up with WAL "+lsn, func(ctx context.Context) error {
-		var confirmed string
-		var past bool
-		if err := sc.src.QueryRow(ctx, `SELECT confirmed_flush_lsn::text, confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = $2`, lsn, scSlot).Scan(&confirmed, &past); err != nil {
-			return fmt.Errorf("slot %s: %w", scSlot, err)
-		}
-		if !past {
-			return fmt.Errorf("slot confirmed up to %s", confirmed)
-		}
-		depth, err := bufferDepth(ctx, sc.buf, scSlot)
-		if err != nil {
-			return err
-		}
-		if depth != 0 {
-			return fmt.Errorf("%d events in the buffer", depth)
-		}
-		return nil
-	})
+	waitCaughtUp(t, sc.src, sc.buf, scSlot, timeout)
 }
 
 // checkTriggers checks that the release's ScaledObject has exactly the
 // named triggers, in any order.
 func (sc *scenarios) checkTriggers(t *testing.T, names ...string) {
 	t.Helper()
-	u, err := sc.s.Dynamic.Resource(stack.ScaledObjectGVR).Namespace(scNS).Get(t.Context(), scName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	triggers, _, _ := unstructured.NestedSlice(u.Object, "spec", "triggers")
 	var got []string
-	for _, tr := range triggers {
-		if m, ok := tr.(map[string]any); ok {
-			got = append(got, fmt.Sprint(m["name"]))
-		}
+	for _, m := range scaledObjectTriggers(t, sc.s, scNS, scName) {
+		got = append(got, fmt.Sprint(m["name"]))
 	}
 	slices.Sort(got)
 	want := slices.Sorted(slices.Values(names))
@@ -781,7 +685,7 @@ func (sc *scenarios) waitStreaming(t *testing.T, timeout time.Duration) {
 		if p.DeletionTimestamp != nil {
 			return fmt.Errorf("pod %s terminating", p.Name)
 		}
-		active, err := promQuery(ctx, sc.s, `max(philotes_cdc_reader_active{namespace="`+scNS+`",pod="`+p.Name+`"})`)
+		active, err := sc.s.PromQuery(ctx, `max(philotes_cdc_reader_active{namespace="`+scNS+`",pod="`+p.Name+`"})`)
 		if err != nil {
 			return fmt.Errorf("pod %s: %w", p.Name, err)
 		}
@@ -987,17 +891,6 @@ func (sc *scenarios) idle(t *testing.T, d time.Duration) {
 	if n, err := sc.hpaDesired(t.Context()); err == nil {
 		t.Logf("idle %s; the HPA asks for %d replicas", d, n)
 	}
-}
-
-// wakesFromZero counts the times the Deployment went from 0 replicas to more.
-func wakesFromZero(samples []report.Sample) int {
-	n := 0
-	for i := 1; i < len(samples); i++ {
-		if samples[i-1].Replicas == 0 && samples[i].Replicas > 0 {
-			n++
-		}
-	}
-	return n
 }
 
 // peakOf is the largest non-NaN value of f over samples (0 if none).

@@ -4,10 +4,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
-	"net"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -42,7 +38,7 @@ func TestSmoke(t *testing.T) {
 	checkPodIPs(t, s, ns, name)
 
 	eventually(t, 60*time.Second, "prometheus to scrape the pod", func(ctx context.Context) error {
-		_, err := promQuery(ctx, s, "max(philotes_buffer_depth)")
+		_, err := s.PromQuery(ctx, "max(philotes_buffer_depth)")
 		return err
 	})
 
@@ -80,7 +76,7 @@ func TestSmoke(t *testing.T) {
 
 	rec := report.Start(report.Config{
 		Kube: s.Kube, Namespace: ns, Deployment: name, HPA: "keda-hpa-" + name,
-		Query: func(ctx context.Context, q string) (float64, error) { return promQuery(ctx, s, q) },
+		Query: s.PromQuery,
 	})
 	tests := []struct {
 		name  string
@@ -115,71 +111,12 @@ func TestSmoke(t *testing.T) {
 		waitReady(t, s, ns, name, 1, 90*time.Second)
 	})
 	samples := rec.Stop()
-	if err := report.WriteCSV(filepath.Join(reportDir(t), "smoke.csv"), samples); err != nil {
-		t.Error(err)
-	}
-	if err := report.WriteSVG(filepath.Join(reportDir(t), "smoke.svg"), "smoke: stand-in worker, Prometheus trigger, fallback", samples); err != nil {
-		t.Error(err)
-	}
+	writeTimeline(t, "smoke", "smoke: stand-in worker, Prometheus trigger, fallback", samples)
 	if at, ok := report.FirstAt(samples, loadAt, func(x report.Sample) bool { return x.Replicas > 1 }); ok {
 		recordReaction(t, "load to first scale-out", at.Sub(loadAt))
 	}
 	if at, ok := report.FirstAt(samples, loadAt, func(x report.Sample) bool { return x.Ready == 4 }); ok {
 		recordReaction(t, "load to full scale (4 ready)", at.Sub(loadAt))
-	}
-}
-
-// reportDir is e2e-report/ at the repository root (PHILOTES_E2E_REPORT overrides).
-func reportDir(t *testing.T) string {
-	if d := os.Getenv("PHILOTES_E2E_REPORT"); d != "" {
-		return d
-	}
-	d, err := filepath.Abs("../../e2e-report")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
-// waitReady waits until the Deployment has exactly want replicas, all Ready,
-// and returns how long that took.
-func waitReady(t *testing.T, s *stack.Stack, ns, name string, want int32, timeout time.Duration) time.Duration {
-	t.Helper()
-	return eventually(t, timeout, fmt.Sprintf("deployment %s at %d ready replicas", name, want), func(ctx context.Context) error {
-		d, err := s.Kube.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		st := d.Status
-		if *d.Spec.Replicas != want || st.Replicas != want || st.ReadyReplicas != want {
-			return fmt.Errorf("spec %d, status %d, ready %d", *d.Spec.Replicas, st.Replicas, st.ReadyReplicas)
-		}
-		return nil
-	})
-}
-
-// checkPodIPs checks that every running pod of the Deployment has its own
-// loopback address.
-func checkPodIPs(t *testing.T, s *stack.Stack, ns, name string) {
-	t.Helper()
-	pods, err := s.Kube.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + name})
-	if err != nil {
-		t.Fatalf("list pods: %v", err)
-	}
-	seen := map[string]string{}
-	for _, p := range pods.Items {
-		if p.DeletionTimestamp != nil {
-			continue
-		}
-		ip := net.ParseIP(p.Status.PodIP)
-		if ip == nil || !ip.IsLoopback() {
-			t.Errorf("pod %s: podIP %q is not a loopback address", p.Name, p.Status.PodIP)
-			continue
-		}
-		if other, dup := seen[p.Status.PodIP]; dup {
-			t.Errorf("pods %s and %s share podIP %s", p.Name, other, p.Status.PodIP)
-		}
-		seen[p.Status.PodIP] = p.Name
 	}
 }
 
@@ -218,22 +155,4 @@ func fakeDeployment(ns, name, depthFile string) *appsv1.Deployment {
 			},
 		},
 	}
-}
-
-// waitScaledObjectReady waits for a ScaledObject's Ready condition.
-func waitScaledObjectReady(t *testing.T, s *stack.Stack, ns, name string) {
-	t.Helper()
-	eventually(t, 60*time.Second, "ScaledObject "+name+" Ready", func(ctx context.Context) error {
-		u, err := s.Dynamic.Resource(stack.ScaledObjectGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-		for _, c := range conds {
-			if m, ok := c.(map[string]any); ok && m["type"] == "Ready" && m["status"] == "True" {
-				return nil
-			}
-		}
-		return fmt.Errorf("conditions %v", conds)
-	})
 }

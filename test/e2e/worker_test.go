@@ -4,11 +4,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,38 +12,6 @@ import (
 
 	"github.com/philotes/philotes-worker/test/e2e/stack"
 )
-
-var (
-	workerOnce sync.Once
-	workerPath string
-	workerErr  error
-)
-
-// workerBinary is $PHILOTES_WORKER_BIN, or philotes-worker built from this
-// repository once per test binary.
-func workerBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("PHILOTES_WORKER_BIN"); p != "" {
-		return p
-	}
-	workerOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "philotes-e2e-worker-")
-		if err != nil {
-			workerErr = err
-			return
-		}
-		workerPath = filepath.Join(dir, "philotes-worker")
-		cmd := exec.Command("go", "build", "-o", workerPath, "./cmd/philotes-worker")
-		cmd.Dir = "../.."
-		if out, err := cmd.CombinedOutput(); err != nil {
-			workerErr = fmt.Errorf("build philotes-worker: %w: %s", err, out)
-		}
-	})
-	if workerErr != nil {
-		t.Fatal(workerErr)
-	}
-	return workerPath
-}
 
 // TestWorkerPod runs the real philotes-worker as a pod on the node against
 // the stack's PostgreSQL: it turns Ready through /readyz, Prometheus scrapes
@@ -97,25 +60,12 @@ func TestWorkerPod(t *testing.T) {
 	runPod(t, s, pod)
 
 	eventually(t, 60*time.Second, "prometheus to scrape the worker", func(ctx context.Context) error {
-		_, err := promQuery(ctx, s, "max(philotes_buffer_depth)")
+		_, err := s.PromQuery(ctx, "max(philotes_buffer_depth)")
 		return err
 	})
 	const rows = 200
 	if _, err := src.Exec(ctx, `INSERT INTO public.items SELECT g, 'row ' || g FROM generate_series(1, $1) g`, rows); err != nil {
 		t.Fatalf("insert: %v", err)
 	}
-	eventually(t, 120*time.Second, fmt.Sprintf("%d events processed and the buffer empty", rows), func(ctx context.Context) error {
-		processed, err := promQuery(ctx, s, "sum(philotes_buffer_events_processed_total)")
-		if err != nil {
-			return err
-		}
-		depth, err := promQuery(ctx, s, "max(philotes_buffer_depth)")
-		if err != nil {
-			return err
-		}
-		if processed < rows || depth != 0 {
-			return fmt.Errorf("processed %v, depth %v", processed, depth)
-		}
-		return nil
-	})
+	waitProcessed(t, s, "", rows, 120*time.Second)
 }

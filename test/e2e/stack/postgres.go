@@ -5,17 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/philotes/philotes-worker/internal/pgtest"
 )
 
 // Databases created at start: the worker's source and buffer.
@@ -24,72 +21,20 @@ const (
 	BufferDB = "buffer"
 )
 
-// postgresBinDir is PostgreSQL's server binary folder (pg_config --bindir).
-func postgresBinDir() (string, error) {
-	out, err := exec.Command("pg_config", "--bindir").Output()
-	if err != nil {
-		return "", fmt.Errorf("pg_config --bindir (install postgresql): %w", err)
-	}
-	dir := strings.TrimSpace(string(out))
-	if _, err := os.Stat(filepath.Join(dir, "postgres")); err != nil {
-		return "", fmt.Errorf("postgres server binary: %w", err)
-	}
-	return dir, nil
-}
-
-// postgresCredential runs PostgreSQL as the postgres system user: it refuses
-// to run as root.
-func postgresCredential() (*syscall.Credential, error) {
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return nil, fmt.Errorf("postgres system user: %w", err)
-	}
-	uid, err := strconv.Atoi(u.Uid)
-	if err != nil {
-		return nil, fmt.Errorf("postgres uid: %w", err)
-	}
-	gid, err := strconv.Atoi(u.Gid)
-	if err != nil {
-		return nil, fmt.Errorf("postgres gid: %w", err)
-	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
-}
-
+// startPostgres starts PostgreSQL as internal/pgtest prepares it (binaries found as there, wal_level=logical,
+// fsync off, the postgres system user when root) with its data and socket under <dir>/postgres, on the fixed
+// PostgresHost:PostgresPort of the namespace. It stops on SIGINT (fast shutdown), as pgtest's servers do.
 func (s *Stack) startPostgres(ctx context.Context) (*process, error) {
-	cred, err := postgresCredential()
+	bin, args, cred, err := pgtest.Prepare(ctx, filepath.Join(s.Dir, "postgres"), PostgresPort, pgtest.Options{})
 	if err != nil {
 		return nil, err
 	}
-	data := filepath.Join(s.Dir, "postgres")
-	sock := filepath.Join(s.Dir, "pgsock")
-	for _, d := range []string{data, sock} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, fmt.Errorf("create %s: %w", d, err)
-		}
-		if err := os.Chown(d, int(cred.Uid), int(cred.Gid)); err != nil {
-			return nil, fmt.Errorf("chown %s: %w", d, err)
-		}
+	p, err := s.startProcess("postgres", bin, args, nil, cred)
+	if err != nil {
+		return nil, err
 	}
-	initdb := exec.CommandContext(ctx, filepath.Join(s.bins.PGBin, "initdb"),
-		"-D", data, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync")
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	initdb.Dir = data
-	if out, err := initdb.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("initdb: %w: %s", err, out)
-	}
-	return s.startProcess("postgres", filepath.Join(s.bins.PGBin, "postgres"), []string{
-		"-D", data,
-		"-c", "listen_addresses=" + PostgresHost,
-		"-c", "port=" + strconv.Itoa(PostgresPort),
-		"-c", "unix_socket_directories=" + sock,
-		"-c", "wal_level=logical",
-		"-c", "max_replication_slots=16",
-		"-c", "max_wal_senders=16",
-		"-c", "max_connections=200",
-		"-c", "fsync=off",
-		"-c", "synchronous_commit=off",
-		"-c", "full_page_writes=off",
-	}, nil, cred)
+	p.stopSignal = syscall.SIGINT
+	return p, nil
 }
 
 // PostgresURL is the URL of database db as the postgres superuser (trust

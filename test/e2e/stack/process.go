@@ -22,6 +22,8 @@ type process struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
+	// stopSignal asks it to stop; zero means SIGTERM.
+	stopSignal syscall.Signal
 }
 
 // startProcess runs bin with args and env inside the namespace, logging to
@@ -82,14 +84,18 @@ func (p *process) exited() error {
 	}
 }
 
-// stop sends SIGTERM to the process and, after grace, SIGKILL.
+// stop sends its stop signal (SIGTERM unless set) to the process and, after grace, SIGKILL.
 func (p *process) stop(grace time.Duration, log *slog.Logger) {
 	select {
 	case <-p.done:
 		return
 	default:
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	sig := p.stopSignal
+	if sig == 0 {
+		sig = syscall.SIGTERM
+	}
+	_ = p.cmd.Process.Signal(sig)
 	select {
 	case <-p.done:
 	case <-time.After(grace):

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/philotes/philotes-worker/internal/pgtest"
 	"github.com/philotes/philotes-worker/internal/s3test"
 	"github.com/philotes/philotes-worker/test/e2e/netns"
 )
@@ -50,7 +51,7 @@ const (
 	// interface of the namespace (which has only loopback). Pods use 8080.
 	kedaAdapterOwnPort = "9022"
 	PrometheusURL      = "http://127.0.0.1:9090"
-	PostgresHost       = "127.0.0.1"
+	PostgresHost       = "127.0.0.1" // where internal/pgtest's servers listen
 	PostgresPort       = 5432
 )
 
@@ -104,7 +105,7 @@ func (c *Config) withDefaults() error {
 
 // Binaries are the paths of the programs the stack runs.
 type Binaries struct {
-	Etcd, APIServer, ControllerManager, KEDAOperator, KEDAAdapter, Prometheus, PGBin, S3 string
+	Etcd, APIServer, ControllerManager, KEDAOperator, KEDAAdapter, Prometheus, S3 string
 }
 
 // FindBinaries locates the built tools and fails naming every missing one.
@@ -128,11 +129,10 @@ func FindBinaries(toolsDir string, withKEDA bool) (Binaries, error) {
 			errs = append(errs, fmt.Errorf("%s missing (run test/e2e/tools/build.sh): %w", p, err))
 		}
 	}
-	pgBin, err := postgresBinDir()
-	if err != nil {
+	// PostgreSQL's server binaries: wherever internal/pgtest finds them (PG_BINDIR, pg_config, Debian's folders).
+	if _, err := pgtest.BinDir(); err != nil {
 		errs = append(errs, err)
 	}
-	b.PGBin = pgBin
 	return b, errors.Join(errs...)
 }
 
