@@ -4,7 +4,7 @@ GO ?= go
 BIN := bin/philotes-worker
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: help build test lint unit s3-server charts chart-readme bench soak docker e2e demo clean
+.PHONY: help build test lint unit race s3-server charts chart-readme bench soak docker e2e demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -12,7 +12,7 @@ help: ## list the targets
 build: ## build bin/philotes-worker (static, CGO-free)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(BIN) ./cmd/philotes-worker
 
-test: lint unit charts ## everything CI runs: lint, unit + integration tests on a real PostgreSQL, chart checks
+test: lint unit race charts ## everything CI runs: lint, unit + integration tests on a real PostgreSQL, the race detector, chart checks
 
 lint: ## gofmt and go vet on every module
 	@out=$$(gofmt -l cmd internal bench test); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -22,6 +22,9 @@ lint: ## gofmt and go vet on every module
 
 unit: s3-server ## Go tests of the worker (they start their own PostgreSQL and S3 server)
 	$(GO) test -count=1 -timeout 20m ./...
+
+race: s3-server ## the worker's packages under the race detector (about 1.5 min)
+	$(GO) test -race -count=1 -timeout 20m ./internal/... ./cmd/...
 
 s3-server: ## build the tests' S3 server (Versity S3 Gateway) into ~/.cache/philotes once (about 2.5 min cold)
 	bash test/e2e/tools/build.sh versitygw
