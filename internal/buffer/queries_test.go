@@ -2,6 +2,7 @@ package buffer
 
 import (
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -16,6 +17,6 @@ func TestDepthQueryIsOneDefinition(t *testing.T) {
 	} {
 		text, err := os.ReadFile(file)
 		require.NoError(t, err)
-		require.Contains(t, string(text), want, file)
+		require.True(t, strings.Contains(string(text), want), "%s does not show the query as the code defines it:\n%s", file, want)
 	}
 }

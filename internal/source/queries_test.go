@@ -20,7 +20,7 @@ func TestWakeQueryIsOneDefinition(t *testing.T) {
 	} {
 		text, err := os.ReadFile(file)
 		require.NoError(t, err)
-		require.Contains(t, string(text), want, file)
+		require.True(t, strings.Contains(string(text), want), "%s does not show the query as the code defines it:\n%s", file, want)
 	}
 	rendered := regexp.MustCompile(`query: "(.*pg_replication_slots.*)"`)
 	args := regexp.MustCompile(`slot_name = '([^']*)'\), (\d+)\)$`)
