@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/philotes/philotes-worker/bench/internal/harness"
 )
 
 // depthProbe reads the buffer depth straight from the buffer database; should the buffer's schema change so
@@ -15,7 +17,7 @@ import (
 // PHILOTES_STATS_INTERVAL, so coarser).
 type depthProbe struct {
 	bufURL   string
-	fallback *workerProc
+	fallback *harness.Worker
 	warned   bool
 }
 
@@ -31,18 +33,18 @@ func (d *depthProbe) depth(ctx context.Context) (int64, error) {
 		return n, nil
 	}
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || d.fallback == nil || d.fallback.exited() {
+	if !errors.As(err, &pgErr) || d.fallback == nil || d.fallback.Exited() {
 		return 0, fmt.Errorf("buffer depth: %w", err)
 	}
 	if !d.warned {
 		d.warned = true
-		fmt.Printf("note: buffer depth query failed (%v); using philotes_buffer_depth of %s\n", err, d.fallback.name)
+		fmt.Printf("note: buffer depth query failed (%v); using philotes_buffer_depth of %s\n", err, d.fallback.Name)
 	}
-	s, err := d.fallback.scrape(ctx)
+	s, err := d.fallback.Scrape(ctx)
 	if err != nil {
 		return 0, err
 	}
-	v, ok := s.value("philotes_buffer_depth", nil)
+	v, ok := s.Value("philotes_buffer_depth", nil)
 	if !ok {
 		return 0, errors.New("buffer depth: no philotes_buffer_depth metric either")
 	}
@@ -69,7 +71,7 @@ func (b burstResult) rowsPerSecond() float64 { return float64(b.rows) / b.visibl
 // before it returns.
 func (r *runner) measureBurst(ctx context.Context, table string, rows, writers int) (burstResult, error) {
 	res := burstResult{table: table, rows: rows, writers: writers}
-	base, err := r.lake.records(ctx, table)
+	base, err := r.lake.Records(ctx, table)
 	if err != nil {
 		return res, err
 	}
@@ -82,7 +84,7 @@ func (r *runner) measureBurst(ctx context.Context, table string, rows, writers i
 	if err != nil {
 		return res, err
 	}
-	err = poll(ctx, r.cfg.burstTimeout, 100*time.Millisecond, func() (bool, error) {
+	err = harness.Poll(ctx, r.cfg.burstTimeout, 100*time.Millisecond, func() (bool, error) {
 		d, err := r.depth.depth(ctx)
 		return d >= int64(rows), err
 	})
@@ -92,10 +94,10 @@ func (r *runner) measureBurst(ctx context.Context, table string, rows, writers i
 	res.buffered = time.Since(committed)
 
 	start := time.Now()
-	var procs []*workerProc
+	var procs []*harness.Worker
 	defer func() {
 		for _, p := range procs {
-			_ = p.stop(time.Minute)
+			_ = p.Stop(time.Minute)
 		}
 	}()
 	for i := range writers {
@@ -107,8 +109,8 @@ func (r *runner) measureBurst(ctx context.Context, table string, rows, writers i
 	}
 	writerDied := func() error {
 		for _, p := range procs {
-			if p.exited() && p.exitErr() != nil { // a drain exits 0 once everything is committed
-				return fmt.Errorf("%s failed during the burst: %v; log tail:\n%s", p.name, p.exitErr(), p.logTail())
+			if p.Exited() && p.ExitErr() != nil { // a drain exits 0 once everything is committed
+				return fmt.Errorf("%s failed during the burst: %v; log tail:\n%s", p.Name, p.ExitErr(), p.LogTail())
 			}
 		}
 		return nil
@@ -119,7 +121,7 @@ func (r *runner) measureBurst(ctx context.Context, table string, rows, writers i
 	}
 	drained, visible := make(chan timing, 1), make(chan timing, 1)
 	go func() {
-		err := poll(ctx, r.cfg.burstTimeout, 100*time.Millisecond, func() (bool, error) {
+		err := harness.Poll(ctx, r.cfg.burstTimeout, 100*time.Millisecond, func() (bool, error) {
 			if err := writerDied(); err != nil {
 				return false, err
 			}
@@ -129,11 +131,11 @@ func (r *runner) measureBurst(ctx context.Context, table string, rows, writers i
 		drained <- timing{time.Since(start), err}
 	}()
 	go func() {
-		err := poll(ctx, r.cfg.burstTimeout, 250*time.Millisecond, func() (bool, error) {
+		err := harness.Poll(ctx, r.cfg.burstTimeout, 250*time.Millisecond, func() (bool, error) {
 			if err := writerDied(); err != nil {
 				return false, err
 			}
-			n, err := r.lake.records(ctx, table)
+			n, err := r.lake.Records(ctx, table)
 			return n >= base+int64(rows), err
 		})
 		visible <- timing{time.Since(start), err}
@@ -145,7 +147,7 @@ func (r *runner) measureBurst(ctx context.Context, table string, rows, writers i
 	res.drained, res.visible = dt.d, vt.d
 	res.total = start.Sub(committed) + vt.d
 	for _, p := range procs {
-		if err := p.stop(time.Minute); err != nil {
+		if err := p.Stop(time.Minute); err != nil {
 			return res, err
 		}
 	}

@@ -11,12 +11,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -25,6 +23,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/philotes/philotes-worker/bench/internal/harness"
 	"github.com/philotes/philotes-worker/internal/lakecheck"
 	"github.com/philotes/philotes-worker/internal/pgtest"
 	"github.com/philotes/philotes-worker/internal/s3test"
@@ -108,14 +107,14 @@ type runner struct {
 	warehouse string
 	s3env     []string          // the worker's S3 settings, with -s3
 	s3props   map[string]string // the lake's file IO properties, with -s3
-	lake      *lake
-	ledger    *ledger
+	lake      *harness.Lake
+	ledger    *harness.Ledger
 	depth     *depthProbe
-	procs     []*workerProc // every worker started, stopped at the end
+	procs     []*harness.Worker // every worker started, stopped at the end
 }
 
 // start starts a worker process with the soak's environment.
-func (r *runner) start(name string, args ...string) (*workerProc, error) {
+func (r *runner) start(name string, args ...string) (*harness.Worker, error) {
 	env := []string{
 		"PHILOTES_SOURCE_URL=" + r.srcURL,
 		"PHILOTES_BUFFER_URL=" + r.bufURL,
@@ -125,7 +124,7 @@ func (r *runner) start(name string, args ...string) (*workerProc, error) {
 		"PHILOTES_LOG_FORMAT=text",
 	}
 	env = append(env, r.s3env...)
-	p, err := startWorker(r.bin, r.dir, name, append(env, r.cfg.workerEnv...), args...)
+	p, err := harness.StartWorker(r.bin, r.dir, name, append(env, r.cfg.workerEnv...), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +133,7 @@ func (r *runner) start(name string, args ...string) (*workerProc, error) {
 }
 
 func run(ctx context.Context, cfg config) (failed int, err error) {
-	root, err := moduleRoot()
+	root, err := harness.ModuleRoot()
 	if err != nil {
 		return 0, err
 	}
@@ -150,14 +149,12 @@ func run(ctx context.Context, cfg config) (failed int, err error) {
 	} else {
 		defer os.RemoveAll(dir)
 	}
-	r := &runner{cfg: cfg, dir: dir, bin: cfg.workerBin, warehouse: "file://" + filepath.Join(dir, "warehouse"), ledger: newLedger()}
+	r := &runner{cfg: cfg, dir: dir, bin: cfg.workerBin, warehouse: "file://" + filepath.Join(dir, "warehouse"), ledger: harness.NewLedger()}
 	if r.bin == "" {
 		r.bin = filepath.Join(dir, "philotes-worker")
 		fmt.Println("building the worker...")
-		build := exec.CommandContext(ctx, "go", "build", "-o", r.bin, "./cmd/philotes-worker")
-		build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			return 0, fmt.Errorf("build the worker (use -worker-bin for a prebuilt one): %w", err)
+		if err := harness.BuildWorker(ctx, root, r.bin); err != nil {
+			return 0, fmt.Errorf("%w (use -worker-bin for a prebuilt one)", err)
 		}
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "warehouse"), 0o755); err != nil {
@@ -185,12 +182,12 @@ func run(ctx context.Context, cfg config) (failed int, err error) {
 	// Runs before srv.Stop: the workers stop while their database is still there.
 	defer func() {
 		for _, p := range r.procs {
-			if serr := p.stop(time.Minute); serr != nil {
-				slog.Warn("stopping worker", "worker", p.name, "err", serr)
+			if serr := p.Stop(time.Minute); serr != nil {
+				slog.Warn("stopping worker", "worker", p.Name, "err", serr)
 			}
 		}
 		if r.lake != nil {
-			r.lake.close()
+			r.lake.Close()
 		}
 	}()
 	if r.srcURL, err = srv.CreateDatabase(ctx, "soak_src"); err != nil {
@@ -203,9 +200,9 @@ func run(ctx context.Context, cfg config) (failed int, err error) {
 	for i := range cfg.tables {
 		tables = append(tables, fmt.Sprintf("soak_%d", i+1))
 	}
-	if err := withConn(ctx, r.srcURL, func(conn *pgx.Conn) error {
+	if err := harness.WithConn(ctx, r.srcURL, func(conn *pgx.Conn) error {
 		for _, t := range tables {
-			if err := createTable(ctx, conn, t); err != nil {
+			if err := harness.CreateTable(ctx, conn, t); err != nil {
 				return err
 			}
 		}
@@ -237,12 +234,12 @@ func (r *runner) soak(ctx context.Context, tables []string) ([]check, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := w.waitReady(ctx, 2*time.Minute); err != nil {
+	if err := w.WaitReady(ctx, 2*time.Minute); err != nil {
 		return nil, err
 	}
 	// The worker created the SQL catalog's tables when it started; open the lake only now, so the two do not
 	// race to create them.
-	if r.lake, err = openLake(r.bufURL, r.warehouse, r.s3props); err != nil {
+	if r.lake, err = harness.OpenLake(r.bufURL, r.warehouse, r.s3props); err != nil {
 		return nil, err
 	}
 	r.depth = &depthProbe{bufURL: r.bufURL, fallback: w}
@@ -258,8 +255,8 @@ func (r *runner) soak(ctx context.Context, tables []string) ([]check, error) {
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	loadDone := make(chan error, 1)
-	gen := &loadGen{srcURL: r.srcURL, tables: tables, tps: cfg.tps, ledger: r.ledger}
-	go func() { loadDone <- gen.run(loadCtx) }()
+	gen := &harness.LoadGen{SrcURL: r.srcURL, Tables: tables, TPS: cfg.tps, Ledger: r.ledger}
+	go func() { loadDone <- gen.Run(loadCtx) }()
 	lag := &lagWatch{}
 	go lag.run(loadCtx, w)
 
@@ -295,7 +292,7 @@ func (r *runner) soak(ctx context.Context, tables []string) ([]check, error) {
 	if err := <-loadDone; err != nil {
 		return nil, err
 	}
-	ins, upd, del, txs := r.ledger.totals()
+	ins, upd, del, txs := r.ledger.Totals()
 	fmt.Printf("load: %d transactions (%.1f/s), %d inserts, %d updates, %d deletes; samples in %s\n",
 		txs, float64(txs)/time.Since(start).Seconds(), ins, upd, del, csvPath)
 	return summarize(os.Stdout, samples, tables, s.commitName, steadyAfter(r.cfg.workerEnv)), nil
@@ -311,14 +308,14 @@ func (r *runner) bursts(ctx context.Context, tables []string) ([]check, error) {
 		cfg.burst, old, fresh, cfg.scaleBurst, old)
 	// The fresh table gets one row through the soak worker first, so that both lake tables exist and the
 	// burst times count writing, not table creation.
-	if err := withConn(ctx, r.srcURL, func(conn *pgx.Conn) error { return createTable(ctx, conn, fresh) }); err != nil {
+	if err := harness.WithConn(ctx, r.srcURL, func(conn *pgx.Conn) error { return harness.CreateTable(ctx, conn, fresh) }); err != nil {
 		return nil, err
 	}
 	if _, err := burst(ctx, r.srcURL, fresh, 1, r.ledger); err != nil {
 		return nil, err
 	}
-	err := poll(ctx, 5*time.Minute, 250*time.Millisecond, func() (bool, error) {
-		n, err := r.lake.records(ctx, fresh)
+	err := harness.Poll(ctx, 5*time.Minute, 250*time.Millisecond, func() (bool, error) {
+		n, err := r.lake.Records(ctx, fresh)
 		if err != nil || n < 1 {
 			return false, err
 		}
@@ -328,7 +325,7 @@ func (r *runner) bursts(ctx context.Context, tables []string) ([]check, error) {
 	if err != nil {
 		return nil, fmt.Errorf("waiting for the soak worker to drain and create %s: %w", fresh, err)
 	}
-	if err := soakWorker.stop(time.Minute); err != nil {
+	if err := soakWorker.Stop(time.Minute); err != nil {
 		return nil, fmt.Errorf("stopping the soak worker: %w", err)
 	}
 	reader, err := r.start("reader", "run", "--processors", "0")
@@ -336,15 +333,15 @@ func (r *runner) bursts(ctx context.Context, tables []string) ([]check, error) {
 		return nil, err
 	}
 	r.depth.fallback = reader
-	err = poll(ctx, 2*time.Minute, 100*time.Millisecond, func() (bool, error) {
-		if reader.exited() {
-			return false, fmt.Errorf("reader exited: %v; log tail:\n%s", reader.err, reader.logTail())
+	err = harness.Poll(ctx, 2*time.Minute, 100*time.Millisecond, func() (bool, error) {
+		if reader.Exited() {
+			return false, fmt.Errorf("reader exited: %v; log tail:\n%s", reader.Err(), reader.LogTail())
 		}
-		s, err := reader.scrape(ctx)
+		s, err := reader.Scrape(ctx)
 		if err != nil {
 			return false, nil
 		}
-		v, _ := s.value("philotes_cdc_reader_active", nil)
+		v, _ := s.Value("philotes_cdc_reader_active", nil)
 		return v == 1, nil
 	})
 	if err != nil {
@@ -377,7 +374,7 @@ func (r *runner) bursts(ctx context.Context, tables []string) ([]check, error) {
 	}
 	printBurst(two)
 	fmt.Printf("  2 writers / 1 writer: %.2fx rows/s (2.00x = perfect scaling)\n", two.rowsPerSecond()/one.rowsPerSecond())
-	if err := reader.stop(time.Minute); err != nil {
+	if err := reader.Stop(time.Minute); err != nil {
 		return nil, fmt.Errorf("stopping the reader: %w", err)
 	}
 
@@ -394,11 +391,11 @@ func (r *runner) exactlyOnce(ctx context.Context, tables []string) (check, error
 	var ids int
 	var sum lakecheck.Tally
 	for _, t := range tables {
-		counts, err := lakecheck.Inserts(ctx, r.lake.cat, namespace, t)
+		counts, err := lakecheck.Inserts(ctx, r.lake.Catalog(), harness.Namespace, t)
 		if err != nil {
 			return check{}, err
 		}
-		want := r.ledger.ids(t)
+		want := r.ledger.IDs(t)
 		ids += len(want)
 		tally := lakecheck.Compare(counts, want)
 		sum.Missing += tally.Missing
@@ -411,28 +408,6 @@ func (r *runner) exactlyOnce(ctx context.Context, tables []string) (check, error
 		detail: fmt.Sprintf("%d ids in %d tables: %d missing, %d more than once, %d not inserted by the soak",
 			ids, len(tables), sum.Missing, sum.Duplicated, sum.Unexpected),
 	}, nil
-}
-
-func withConn(ctx context.Context, url string, f func(*pgx.Conn) error) error {
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	return f(conn)
-}
-
-// moduleRoot is the directory of the main module's go.mod (the soak builds the worker and writes bench/out there).
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("run the soak inside the philotes-worker module (bench/soak.sh does)")
-	}
-	return filepath.Dir(gomod), nil
 }
 
 // steadyAfter is when the worker's tables reach their steady state: the snapshot retention plus one maintenance

@@ -3,9 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
-	"database/sql"
 	"encoding/csv"
-	"errors"
 	"fmt"
 	"io"
 	iofs "io/fs"
@@ -17,84 +15,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/apache/iceberg-go"
-	"github.com/apache/iceberg-go/catalog"
-	sqlcat "github.com/apache/iceberg-go/catalog/sql"
 	iceio "github.com/apache/iceberg-go/io"
 	_ "github.com/apache/iceberg-go/io/gocloud/s3" // the -s3 warehouse
-	"github.com/apache/iceberg-go/table"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/philotes/philotes-worker/bench/internal/harness"
 )
-
-// namespace is the worker's default Iceberg namespace.
-const namespace = "philotes"
-
-// lake reads the warehouse directly, through the SQL catalog in the buffer database, independently of the
-// worker and its metrics.
-type lake struct {
-	db  *sql.DB
-	cat catalog.Catalog
-}
-
-func openLake(bufURL, warehouse string, props map[string]string) (*lake, error) {
-	cfg, err := pgx.ParseConfig(bufURL)
-	if err != nil {
-		return nil, fmt.Errorf("lake: %w", err)
-	}
-	db := stdlib.OpenDB(*cfg)
-	p := iceberg.Properties{"warehouse": warehouse}
-	for k, v := range props {
-		p[k] = v
-	}
-	cat, err := sqlcat.NewCatalog("philotes", db, sqlcat.Postgres, p)
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("lake: SQL catalog: %w", err)
-	}
-	return &lake{db: db, cat: cat}, nil
-}
-
-func (l *lake) close() { l.db.Close() }
-
-// load returns the lake table of source table public.<name>, or nil while it does not exist.
-func (l *lake) load(ctx context.Context, name string) (*table.Table, error) {
-	tbl, err := l.cat.LoadTable(ctx, table.Identifier{namespace, "public_" + name})
-	if errors.Is(err, catalog.ErrNoSuchTable) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("lake: load %s: %w", name, err)
-	}
-	return tbl, nil
-}
-
-// records is the row count of the table's current snapshot (its summary's total-records, or the data files'
-// counts when the summary lacks it); 0 while the table or a snapshot does not exist.
-func (l *lake) records(ctx context.Context, name string) (int64, error) {
-	tbl, err := l.load(ctx, name)
-	if err != nil || tbl == nil {
-		return 0, err
-	}
-	snap := tbl.CurrentSnapshot()
-	if snap == nil {
-		return 0, nil
-	}
-	if snap.Summary != nil {
-		if n := snap.Summary.Properties.GetInt("total-records", -1); n >= 0 {
-			return int64(n), nil
-		}
-	}
-	tasks, err := tbl.Scan().PlanFiles(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("lake: plan %s: %w", name, err)
-	}
-	var n int64
-	for _, t := range tasks {
-		n += t.File.Count()
-	}
-	return n, nil
-}
 
 // tableStats is what one sample reads about one lake table.
 type tableStats struct {
@@ -114,9 +39,9 @@ func (s tableStats) meanFileBytes() float64 {
 	return float64(s.DataBytes) / float64(s.DataFiles)
 }
 
-func (l *lake) stats(ctx context.Context, name string) (tableStats, error) {
+func lakeStats(ctx context.Context, l *harness.Lake, name string) (tableStats, error) {
 	st := tableStats{MetaBytes: -1, MetaFiles: -1}
-	tbl, err := l.load(ctx, name)
+	tbl, err := l.Load(ctx, name)
 	if err != nil || tbl == nil {
 		return st, err
 	}
@@ -218,7 +143,7 @@ type lagWatch struct {
 	overallMax  float64
 }
 
-func (w *lagWatch) run(ctx context.Context, p *workerProc) {
+func (w *lagWatch) run(ctx context.Context, p *harness.Worker) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -227,11 +152,11 @@ func (w *lagWatch) run(ctx context.Context, p *workerProc) {
 			return
 		case <-t.C:
 		}
-		s, err := p.scrape(ctx)
+		s, err := p.Scrape(ctx)
 		if err != nil {
 			continue // a missed poll only lowers the resolution of the maximum
 		}
-		if lag, ok := s.value("philotes_cdc_lag_seconds", nil); ok {
+		if lag, ok := s.Value("philotes_cdc_lag_seconds", nil); ok {
 			w.observe(lag)
 		}
 	}
@@ -255,10 +180,10 @@ func (w *lagWatch) takeInterval() float64 {
 
 // sampler takes samples of the soak worker and the lake.
 type sampler struct {
-	worker     *workerProc
-	lake       *lake
+	worker     *harness.Worker
+	lake       *harness.Lake
 	tables     []string
-	ledger     *ledger
+	ledger     *harness.Ledger
 	lag        *lagWatch
 	commitName string // which commit histogram the worker has
 	prevSum    float64
@@ -269,40 +194,40 @@ type sampler struct {
 // (taking the sample itself may add a moment).
 func (s *sampler) take(ctx context.Context, at time.Duration) (sample, error) {
 	out := sample{Elapsed: at, Heap: math.NaN(), Pending: math.NaN(), Lag: math.NaN(), Depth: math.NaN()}
-	if s.worker.exited() {
-		return out, fmt.Errorf("the soak worker exited: %v; log tail:\n%s", s.worker.err, s.worker.logTail())
+	if s.worker.Exited() {
+		return out, fmt.Errorf("the soak worker exited: %v; log tail:\n%s", s.worker.Err(), s.worker.LogTail())
 	}
-	rss, err := rssBytes(s.worker.pid())
+	rss, err := rssBytes(s.worker.Pid())
 	if err != nil {
 		return out, err
 	}
 	out.RSS = rss
-	m, err := s.worker.scrape(ctx)
+	m, err := s.worker.Scrape(ctx)
 	if err != nil {
 		return out, err
 	}
-	if v, ok := m.value("go_memstats_heap_inuse_bytes", nil); ok {
+	if v, ok := m.Value("go_memstats_heap_inuse_bytes", nil); ok {
 		out.Heap = v
 	}
-	if sum, count, name, ok := m.commitHistogram(); ok {
+	if sum, count, name, ok := commitHistogram(m); ok {
 		s.commitName = name
 		out.CommitSum, out.CommitCount = sum-s.prevSum, count-s.prevCount
 		s.prevSum, s.prevCount = sum, count
 	}
-	if v, ok := m.value("philotes_cdc_lag_seconds", nil); ok {
+	if v, ok := m.Value("philotes_cdc_lag_seconds", nil); ok {
 		out.Lag = v
 		s.lag.observe(v)
 	}
 	out.LagMax = s.lag.takeInterval()
-	if v, ok := m.value("philotes_buffer_depth", nil); ok {
+	if v, ok := m.Value("philotes_buffer_depth", nil); ok {
 		out.Depth = v
 	}
-	if v, ok := m.value("philotes_iceberg_pending_files", nil); ok {
+	if v, ok := m.Value("philotes_iceberg_pending_files", nil); ok {
 		out.Pending = v
 	}
-	out.Inserted, _, _, _ = s.ledger.totals()
+	out.Inserted, _, _, _ = s.ledger.Totals()
 	for _, t := range s.tables {
-		st, err := s.lake.stats(ctx, t)
+		st, err := lakeStats(ctx, s.lake, t)
 		if err != nil {
 			return out, err
 		}
