@@ -155,7 +155,7 @@ func checkTable(ctx context.Context, srcURL string, lake *harness.Lake, ledger *
 			r.dupEvents++
 		}
 	}
-	counts, err := lakecheck.Inserts(ctx, lake.Catalog(), harness.Namespace, name)
+	counts, err := lakecheck.Arrivals(ctx, lake.Catalog(), harness.Namespace, name)
 	if err != nil {
 		return r, err
 	}

@@ -391,7 +391,7 @@ func (r *runner) exactlyOnce(ctx context.Context, tables []string) (check, error
 	var ids int
 	var sum lakecheck.Tally
 	for _, t := range tables {
-		counts, err := lakecheck.Inserts(ctx, r.lake.Catalog(), harness.Namespace, t)
+		counts, err := lakecheck.Arrivals(ctx, r.lake.Catalog(), harness.Namespace, t)
 		if err != nil {
 			return check{}, err
 		}

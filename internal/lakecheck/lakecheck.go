@@ -14,10 +14,14 @@ import (
 	"github.com/apache/iceberg-go/table"
 )
 
-// Inserts counts, for each value of the id column, the insert rows of the
-// lake table that holds public.<sourceTable> (namespace.public_<sourceTable>).
-// It returns nil and no error while that table does not exist.
-func Inserts(ctx context.Context, cat catalog.Catalog, namespace, sourceTable string) (map[int64]int, error) {
+// Arrivals counts, for each value of the id column, the rows of the lake table
+// that holds public.<sourceTable> (namespace.public_<sourceTable>) that bring
+// the id into the table: insert rows, and snapshot rows (a backfill's copy of a
+// row that was there before the table's changes were streamed, e.g. in the
+// seconds between a table's creation and its joining the publication). An id
+// written once has one arrival. It returns nil and no error while that table
+// does not exist.
+func Arrivals(ctx context.Context, cat catalog.Catalog, namespace, sourceTable string) (map[int64]int, error) {
 	tbl, err := cat.LoadTable(ctx, table.Identifier{namespace, "public_" + sourceTable})
 	if errors.Is(err, catalog.ErrNoSuchTable) {
 		return nil, nil
@@ -39,7 +43,7 @@ func Inserts(ctx context.Context, cat catalog.Catalog, namespace, sourceTable st
 			return nil, fmt.Errorf("_op column type %T, want string", at.Column(opIdx).Data().Chunk(ci))
 		}
 		for i := 0; i < chunk.Len(); i++ {
-			if ops.Value(i) != "insert" {
+			if op := ops.Value(i); op != "insert" && op != "snapshot" {
 				continue
 			}
 			switch ids := chunk.(type) {

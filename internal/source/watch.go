@@ -21,8 +21,10 @@ import (
 // UPDATE and DELETE on them. A publication created by anyone else is left as it is.
 const managedComment = "philotes: managed; tables with a replica identity are added as they are created"
 
-// watchInterval is how often the reader reads the slot's state and looks for new tables.
-const watchInterval = 10 * time.Second
+// watchInterval is how often the reader reads the slot's state and looks for new tables (two catalog queries on
+// the source). Changes to a new table before it joins arrive as its backfill's snapshot rows (the state they
+// left), so the window is kept short.
+const watchInterval = 2 * time.Second
 
 // watch runs beside the stream while the reader holds the role, on a connection of its own, until ctx ends.
 func (r *Reader) watch(ctx context.Context) {
@@ -40,6 +42,7 @@ func (r *Reader) watch(ctx context.Context) {
 		}
 	}()
 	warned := map[string]bool{}
+	var status string
 	for {
 		if conn == nil || conn.IsClosed() {
 			conn, err = pgconn.ConnectConfig(ctx, cfg)
@@ -51,7 +54,7 @@ func (r *Reader) watch(ctx context.Context) {
 			}
 		}
 		if conn != nil {
-			if err := r.watchSlot(ctx, conn); err != nil && ctx.Err() == nil {
+			if err := r.watchSlot(ctx, conn, &status); err != nil && ctx.Err() == nil {
 				r.log.Warn("read the slot's state", "err", err)
 			}
 			if err := r.addNewTables(ctx, conn, warned); err != nil && ctx.Err() == nil {
@@ -68,14 +71,17 @@ func (r *Reader) watch(ctx context.Context) {
 	}
 }
 
-// watchSlot exports the slot's wal_status.
-func (r *Reader) watchSlot(ctx context.Context, conn *pgconn.PgConn) error {
+// watchSlot exports the slot's wal_status, and logs when it turns to one that loses WAL (last is the status seen
+// before).
+func (r *Reader) watchSlot(ctx context.Context, conn *pgconn.PgConn, last *string) error {
 	status, err := queryText(ctx, conn, "SELECT COALESCE(wal_status, '') FROM pg_replication_slots WHERE slot_name = "+quoteLiteral(r.cfg.Slot))
 	if err != nil {
 		return err
 	}
 	r.cfg.Metrics.SetSlotStatus(status)
-	if status == "unreserved" || status == "lost" {
+	changed := status != *last
+	*last = status
+	if changed && (status == "unreserved" || status == "lost") {
 		r.log.Error("the slot is about to lose or has lost WAL it needs: the server keeps no more than max_slot_wal_keep_size for it",
 			"wal_status", status)
 	}
@@ -96,7 +102,7 @@ func (r *Reader) addNewTables(ctx context.Context, conn *pgconn.PgConn, warned m
 	for _, t := range bad {
 		if !warned[t] {
 			warned[t] = true
-			r.log.Warn("a table without a primary key or replica identity is not published (PostgreSQL would refuse the application's UPDATE and DELETE on it): add a primary key or ALTER TABLE ... REPLICA IDENTITY FULL and it joins within a minute",
+			r.log.Warn("a table without a primary key or replica identity is not published (PostgreSQL would refuse the application's UPDATE and DELETE on it): add a primary key or ALTER TABLE ... REPLICA IDENTITY FULL and it joins within seconds",
 				"table", t, "publication", r.cfg.Publication)
 		}
 	}

@@ -81,12 +81,13 @@ func newSQLCatalog(t *testing.T, db *sql.DB, warehouse string, props map[string]
 	return cat
 }
 
-// inserts counts, per id, the insert rows of the table for sourceTable (nil,
-// nil while the table does not exist).
+// inserts counts, per id, the rows that bring it into the table for
+// sourceTable (lakecheck.Arrivals: insert or snapshot; nil, nil while the
+// table does not exist).
 func (l lake) inserts(ctx context.Context, sourceTable string) (map[int64]int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return lakecheck.Inserts(l.ctx(ctx), l.cat, "philotes", sourceTable)
+	return lakecheck.Arrivals(l.ctx(ctx), l.cat, "philotes", sourceTable)
 }
 
 // waitInLake waits until ids 1..n are all in the lake.

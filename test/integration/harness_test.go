@@ -354,13 +354,13 @@ func (s setup) lake(t *testing.T) lake {
 	return lake{cat: cat, done: func() { db.Close() }}
 }
 
-// inserts returns, for the source table's "id" column, how many insert rows carry each id (nil while the table
+// inserts returns, for the source table's "id" column, how many rows bring each id in (lakecheck.Arrivals; nil while the table
 // does not exist).
 func (l lake) inserts(t *testing.T, sourceTable string) map[int64]int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	got, err := lakecheck.Inserts(ctx, l.cat, "philotes", sourceTable)
+	got, err := lakecheck.Arrivals(ctx, l.cat, "philotes", sourceTable)
 	require.NoError(t, err)
 	return got
 }
