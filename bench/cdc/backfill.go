@@ -13,7 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/philotes/philotes-worker/internal/pgtest"
+	"github.com/philotes/philotes-worker/test/pgtest"
 )
 
 // The backfill phase: the same 1,000,000 existing rows read by the worker's backfill (chunks read in snapshots

@@ -29,10 +29,10 @@ import (
 
 	"github.com/philotes/philotes-worker/internal/buffer"
 	"github.com/philotes/philotes-worker/internal/metrics"
-	"github.com/philotes/philotes-worker/internal/pgtest"
 	"github.com/philotes/philotes-worker/internal/sink/iceberg"
 	"github.com/philotes/philotes-worker/internal/source"
 	"github.com/philotes/philotes-worker/internal/worker"
+	"github.com/philotes/philotes-worker/test/pgtest"
 )
 
 func main() {

@@ -1,5 +1,5 @@
 // Command quickstart shows the worker at work in about a minute, on loopback only: a throwaway PostgreSQL
-// (internal/pgtest) with a source and a buffer database, the worker built from this module and run as a real
+// (test/pgtest) with a source and a buffer database, the worker built from this module and run as a real
 // process with a file:// warehouse in a temporary directory, and a steady insert/update/delete load on three
 // source tables. A status line, refreshed every second, shows the rows written at the source, the worker's
 // buffer depth and lag (from its /metrics) and the rows in the lake. After the run it stops the load, waits
@@ -26,7 +26,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/philotes/philotes-worker/bench/internal/harness"
-	"github.com/philotes/philotes-worker/internal/pgtest"
+	"github.com/philotes/philotes-worker/test/pgtest"
 )
 
 type config struct {

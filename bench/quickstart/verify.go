@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/philotes/philotes-worker/bench/internal/harness"
-	"github.com/philotes/philotes-worker/internal/lakecheck"
+	"github.com/philotes/philotes-worker/test/lakecheck"
 )
 
 // valueColumns are the data columns compared between the source and the replayed lake (updated_at is left

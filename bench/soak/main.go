@@ -3,7 +3,7 @@
 // data files per table, commit duration and freshness. Then it compares a burst into an old table against the
 // same burst into a fresh one, and one writer process against two. Run it with bench/soak.sh or `make soak`.
 //
-// Everything runs on loopback: a throwaway PostgreSQL (internal/pgtest) with a source and a buffer database, a
+// Everything runs on loopback: a throwaway PostgreSQL (test/pgtest) with a source and a buffer database, a
 // file:// warehouse in a temporary directory, and the worker processes, all stopped at the end (also on
 // Ctrl-C or an error). The samples go to stdout as a table and to bench/out/soak-<time>.csv; the checks print
 // PASS/FAIL and any FAIL makes the exit status 1.
@@ -24,9 +24,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/philotes/philotes-worker/bench/internal/harness"
-	"github.com/philotes/philotes-worker/internal/lakecheck"
-	"github.com/philotes/philotes-worker/internal/pgtest"
-	"github.com/philotes/philotes-worker/internal/s3test"
+	"github.com/philotes/philotes-worker/test/lakecheck"
+	"github.com/philotes/philotes-worker/test/pgtest"
+	"github.com/philotes/philotes-worker/test/s3test"
 )
 
 type config struct {

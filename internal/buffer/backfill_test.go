@@ -10,7 +10,7 @@ import (
 
 	"github.com/philotes/philotes-worker/internal/buffer"
 	"github.com/philotes/philotes-worker/internal/change"
-	"github.com/philotes/philotes-worker/internal/testutil"
+	"github.com/philotes/philotes-worker/test/testutil"
 )
 
 // A table's backfill through the buffer: registration, planning, chunks that wait for the reader's start mark,

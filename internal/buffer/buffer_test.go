@@ -10,7 +10,7 @@ import (
 
 	"github.com/philotes/philotes-worker/internal/buffer"
 	"github.com/philotes/philotes-worker/internal/change"
-	"github.com/philotes/philotes-worker/internal/testutil"
+	"github.com/philotes/philotes-worker/test/testutil"
 )
 
 // Events survive the trip through chunks unchanged, whatever the chunk boundaries, and claims are exclusive.

@@ -14,9 +14,9 @@ import (
 
 	"github.com/philotes/philotes-worker/internal/buffer"
 	"github.com/philotes/philotes-worker/internal/change"
-	"github.com/philotes/philotes-worker/internal/pgtest"
 	"github.com/philotes/philotes-worker/internal/source"
-	"github.com/philotes/philotes-worker/internal/testutil"
+	"github.com/philotes/philotes-worker/test/pgtest"
+	"github.com/philotes/philotes-worker/test/testutil"
 )
 
 var server *pgtest.Server

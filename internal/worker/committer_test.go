@@ -15,7 +15,7 @@ import (
 	"github.com/philotes/philotes-worker/internal/buffer"
 	"github.com/philotes/philotes-worker/internal/change"
 	"github.com/philotes/philotes-worker/internal/sink/iceberg"
-	"github.com/philotes/philotes-worker/internal/testutil"
+	"github.com/philotes/philotes-worker/test/testutil"
 )
 
 // fakeLake is an Iceberg table store reduced to what the committer's protocol relies on: per table, the

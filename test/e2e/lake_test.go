@@ -23,8 +23,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/philotes/philotes-worker/internal/lakecheck"
 	"github.com/philotes/philotes-worker/test/e2e/stack"
+	"github.com/philotes/philotes-worker/test/lakecheck"
 )
 
 // lake reads the worker's Iceberg tables through the SQL catalog in the

@@ -15,7 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/philotes/philotes-worker/internal/lakecheck"
+	"github.com/philotes/philotes-worker/test/lakecheck"
 )
 
 // backfillTable is a source table of the backfill tests: its key, its value columns, and how its existing

@@ -29,10 +29,10 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
 
-	"github.com/philotes/philotes-worker/internal/lakecheck"
-	"github.com/philotes/philotes-worker/internal/pgtest"
-	"github.com/philotes/philotes-worker/internal/s3test"
-	"github.com/philotes/philotes-worker/internal/testutil"
+	"github.com/philotes/philotes-worker/test/lakecheck"
+	"github.com/philotes/philotes-worker/test/pgtest"
+	"github.com/philotes/philotes-worker/test/s3test"
+	"github.com/philotes/philotes-worker/test/testutil"
 )
 
 var (

@@ -11,7 +11,7 @@ import (
 	"github.com/apache/iceberg-go/table"
 	"github.com/stretchr/testify/require"
 
-	"github.com/philotes/philotes-worker/internal/lakecheck"
+	"github.com/philotes/philotes-worker/test/lakecheck"
 )
 
 // A table whose changes cannot be written is parked: its events wait in the buffer, a metric and a log line say

@@ -23,7 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/philotes/philotes-worker/internal/change"
-	"github.com/philotes/philotes-worker/internal/pgtest"
+	"github.com/philotes/philotes-worker/test/pgtest"
 )
 
 // testEnv is a PostgreSQL buffer database holding the SQL catalog and a file warehouse.

@@ -10,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/philotes/philotes-worker/internal/s3test"
+	"github.com/philotes/philotes-worker/test/s3test"
 )
 
 // TestCheckWarehouse proves the forms of warehouse URL the sink and the configuration accept.

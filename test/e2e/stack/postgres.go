@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/philotes/philotes-worker/internal/pgtest"
+	"github.com/philotes/philotes-worker/test/pgtest"
 )
 
 // Databases created at start: the worker's source and buffer.
@@ -21,7 +21,7 @@ const (
 	BufferDB = "buffer"
 )
 
-// startPostgres starts PostgreSQL as internal/pgtest prepares it (binaries found as there, wal_level=logical,
+// startPostgres starts PostgreSQL as test/pgtest prepares it (binaries found as there, wal_level=logical,
 // fsync off, the postgres system user when root) with its data and socket under <dir>/postgres, on the fixed
 // PostgresHost:PostgresPort of the namespace. It stops on SIGINT (fast shutdown), as pgtest's servers do.
 func (s *Stack) startPostgres(ctx context.Context) (*process, error) {

@@ -16,7 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/philotes/philotes-worker/internal/s3test"
+	"github.com/philotes/philotes-worker/test/s3test"
 )
 
 // The object store: the Versity S3 Gateway (the same server and version as the integration tests) on loopback

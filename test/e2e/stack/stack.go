@@ -23,9 +23,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/philotes/philotes-worker/internal/pgtest"
-	"github.com/philotes/philotes-worker/internal/s3test"
 	"github.com/philotes/philotes-worker/test/e2e/netns"
+	"github.com/philotes/philotes-worker/test/pgtest"
+	"github.com/philotes/philotes-worker/test/s3test"
 )
 
 // Tool versions; test/e2e/tools/build.sh builds these.
@@ -51,7 +51,7 @@ const (
 	// interface of the namespace (which has only loopback). Pods use 8080.
 	kedaAdapterOwnPort = "9022"
 	PrometheusURL      = "http://127.0.0.1:9090"
-	PostgresHost       = "127.0.0.1" // where internal/pgtest's servers listen
+	PostgresHost       = "127.0.0.1" // where test/pgtest's servers listen
 	PostgresPort       = 5432
 )
 
@@ -129,7 +129,7 @@ func FindBinaries(toolsDir string, withKEDA bool) (Binaries, error) {
 			errs = append(errs, fmt.Errorf("%s missing (run test/e2e/tools/build.sh): %w", p, err))
 		}
 	}
-	// PostgreSQL's server binaries: wherever internal/pgtest finds them (PG_BINDIR, pg_config, Debian's folders).
+	// PostgreSQL's server binaries: wherever test/pgtest finds them (PG_BINDIR, pg_config, Debian's folders).
 	if _, err := pgtest.BinDir(); err != nil {
 		errs = append(errs, err)
 	}

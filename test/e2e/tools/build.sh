@@ -22,7 +22,7 @@ etcd_version=v3.7.3
 kubernetes_version=v1.37.2
 keda_version=v2.21.0
 # The S3 server's version is defined once, in the Go package that starts it.
-versitygw_version="$(sed -n 's/^const Version = "\(v[0-9.]*\)".*/\1/p' "$here/../../../internal/s3test/s3test.go")"
+versitygw_version="$(sed -n 's/^const Version = "\(v[0-9.]*\)".*/\1/p' "$here/../../s3test/s3test.go")"
 
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
 export CGO_ENABLED=0
@@ -98,7 +98,7 @@ build_keda() {
 }
 
 build_versitygw() {
-	[[ -n "$versitygw_version" ]] || { log "versitygw: no version found in internal/s3test/s3test.go"; return 1; }
+	[[ -n "$versitygw_version" ]] || { log "versitygw: no version found in test/s3test/s3test.go"; return 1; }
 	build_one versitygw - "$cache/versitygw-$versitygw_version/bin" "-s -w" \
 		"github.com/versity/versitygw/cmd/versitygw@$versitygw_version"
 }

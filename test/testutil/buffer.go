@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/philotes/philotes-worker/internal/buffer"
-	"github.com/philotes/philotes-worker/internal/pgtest"
+	"github.com/philotes/philotes-worker/test/pgtest"
 )
 
 // OpenBuffer starts a PostgreSQL server and opens a fresh buffer in it for source "src", with up to maxConns
