@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -115,4 +116,31 @@ func TestReadyzFollowsTheBuffer(t *testing.T) {
 	l = s.lake(t)
 	defer l.done()
 	requireExactlyOnce(t, s.waitDelivered(t, l, "orders", 200, 2*time.Minute), 200)
+}
+
+// No log line of a running worker prints a password: not while the buffer database is unreachable (the worker
+// retries, unready), nor while the source refuses the reader (it retries its session).
+func TestLogsNeverPrintThePassword(t *testing.T) {
+	const password = "pw-9f2c-never-printed"
+	const closed = "127.0.0.2:1" // loopback, a port nothing listens on: connections are refused
+	s := newSetup(t, "nopw", ordersDDL)
+	cases := []struct {
+		name, retried string
+		env           []string
+	}{
+		{"buffer unreachable", "buffer database not available yet",
+			[]string{"PHILOTES_BUFFER_URL=postgres://philotes:" + password + "@" + closed + "/buf"}},
+		{"source unreachable", "reader session ended",
+			[]string{"PHILOTES_SOURCE_URL=postgres://philotes:" + password + "@" + closed + "/src"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := s.start(t, "w", append(tc.env, "PHILOTES_LOG_LEVEL=debug"))
+			eventually(t, "two retries logged", time.Minute, func() bool { return strings.Count(w.output(), tc.retried) >= 2 })
+			signal(t, w, syscall.SIGTERM)
+			eventually(t, "stopped", time.Minute, w.exited)
+			require.NotContains(t, w.output(), password)
+			require.Contains(t, w.output(), closed, "the log names where it tried to connect")
+		})
+	}
 }
