@@ -29,6 +29,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
 
+	"github.com/philotes/philotes-worker/internal/buffer"
 	"github.com/philotes/philotes-worker/test/lakecheck"
 	"github.com/philotes/philotes-worker/test/pgtest"
 	"github.com/philotes/philotes-worker/test/s3test"
@@ -387,7 +388,7 @@ func (s setup) waitDelivered(t *testing.T, l lake, tbl string, n int, timeout ti
 }
 
 func (s setup) bufferDepth(t *testing.T) int64 {
-	return s.count(t, `SELECT COALESCE(sum(events), 0) FROM philotes.event_chunks`)
+	return s.count(t, buffer.DepthSQL, s.name) // the source name is the slot name
 }
 
 // count runs a query that returns one number in the buffer database.
