@@ -120,8 +120,11 @@ func (r *Reader) addNewTables(ctx context.Context, conn *pgconn.PgConn, warned m
 		name := pgx.Identifier{t.Schema, t.Name}.Sanitize()
 		err := conn.Exec(ctx, fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s", pgx.Identifier{r.cfg.Publication}.Sanitize(), name)).Close()
 		if err != nil {
-			r.log.Warn("could not add a new table to the publication: the worker's user must own the table (or create the publication yourself and add tables to it)",
-				"table", t.Schema+"."+t.Name, "publication", r.cfg.Publication, "err", err)
+			if name := t.Schema + "." + t.Name; !warned["add "+name] { // tried again every watch, said once
+				warned["add "+name] = true
+				r.log.Warn("could not add a new table to the publication: the worker's user must own the table (or create the publication yourself and add tables to it)",
+					"table", name, "publication", r.cfg.Publication, "err", err)
+			}
 			continue
 		}
 		r.log.Info("added a new table to the publication", "table", t.Schema+"."+t.Name, "publication", r.cfg.Publication)

@@ -364,21 +364,23 @@ func (p *processor) processOne(ctx context.Context, parked bool) (int, error) {
 	}
 	var files []buffer.NewFile
 	var writes []int64
+	written := len(claim.Events) // less the events set aside for parked tables
 	for i := range batch {
 		tc := &batch[i]
 		name := buffer.TableName{Schema: tc.Table.Schema, Name: tc.Table.Name}
 		if skip[name] {
 			claim.Park(name, eventIDs(tc.Changes))
+			written -= len(tc.Changes)
 			continue
 		}
-		written, write, err := p.write(ctx, tc, failed[i])
+		tableFiles, write, err := p.write(ctx, tc, failed[i])
 		if errors.Is(err, change.ErrUnwritable) {
 			return 0, p.park(ctx, name, retrying != nil, err)
 		}
 		if err != nil {
 			return 0, err
 		}
-		files = append(files, written...)
+		files = append(files, tableFiles...)
 		writes = append(writes, write)
 	}
 	if err := claim.Commit(ctx, files, writes); err != nil {
@@ -386,11 +388,11 @@ func (p *processor) processOne(ctx context.Context, parked bool) (int, error) {
 		return 0, err
 	}
 	w.health.ok(partSink)
-	w.metrics.ObserveSink(time.Since(start), len(claim.Events))
+	w.metrics.ObserveSink(time.Since(start), written)
 	if retrying != nil {
-		p.log.Info("parked table: wrote its waiting events", "table", retrying.String(), "events", len(claim.Events))
+		p.log.Info("parked table: wrote its waiting events", "table", retrying.String(), "events", written)
 	}
-	p.log.Debug("batch recorded", "events", len(claim.Events), "files", len(files), "took", time.Since(start))
+	p.log.Debug("batch recorded", "events", written, "parked", len(claim.Events)-written, "files", len(files), "took", time.Since(start))
 	return len(claim.Events), nil
 }
 
