@@ -35,15 +35,12 @@ type ParkedTable struct {
 	Events int64
 }
 
-// ParkedRetry is how long a parked table waits before its attempt'th retry (1-based): doubling from 15 s,
-// at most 5 min, so a fixed cause resumes the table within minutes.
-func ParkedRetry(attempt int) time.Duration {
-	d := 15 * time.Second
-	for i := 1; i < attempt && d < 5*time.Minute; i++ {
-		d *= 2
-	}
-	return min(d, 5*time.Minute)
-}
+// A parked table is retried ParkedRetryFirst after it was parked, then twice as long after each failed retry, at
+// most ParkedRetryMax apart: a fixed cause resumes the table within minutes.
+const (
+	ParkedRetryFirst = 15 * time.Second
+	ParkedRetryMax   = 5 * time.Minute
+)
 
 // Park records that table cannot be written, and why. A table parked already keeps its place in the retry
 // order, with the new reason and the next retry pushed back.
@@ -53,8 +50,8 @@ INSERT INTO philotes.parked_tables AS p (source, schema_name, table_name, reason
 VALUES ($1, $2, $3, $4, 0, now() + $5::interval)
 ON CONFLICT (source, schema_name, table_name) DO UPDATE
 SET reason = EXCLUDED.reason, attempts = p.attempts + 1,
-    retry_at = now() + (CASE WHEN p.attempts >= 4 THEN interval '5 minutes' ELSE $5::interval * (2 ^ (p.attempts + 1)) END)`,
-		b.source, t.Schema, t.Name, reason, ParkedRetry(1))
+    retry_at = now() + least($5::interval * 2 ^ least(p.attempts + 1, 20), $6::interval)`,
+		b.source, t.Schema, t.Name, reason, ParkedRetryFirst, ParkedRetryMax)
 	if err != nil {
 		return fmt.Errorf("buffer: park %s: %w", t, err)
 	}

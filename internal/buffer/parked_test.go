@@ -46,7 +46,7 @@ func TestParkedEventsWaitAndComeBack(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, tables, 1)
 	require.Equal(t, "column x: cannot be written", tables[0].Reason)
-	require.WithinDuration(t, time.Now().Add(buffer.ParkedRetry(1)), tables[0].RetryAt, 5*time.Second)
+	require.WithinDuration(t, time.Now().Add(buffer.ParkedRetryFirst), tables[0].RetryAt, 5*time.Second)
 
 	lease, err := b.NewLease(ctx)
 	require.NoError(t, err)
@@ -62,7 +62,13 @@ func TestParkedEventsWaitAndComeBack(t *testing.T) {
 	tables, err = b.ParkedTables(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 1, tables[0].Attempts)
-	require.WithinDuration(t, time.Now().Add(buffer.ParkedRetry(2)), tables[0].RetryAt, 5*time.Second)
+	require.WithinDuration(t, time.Now().Add(2*buffer.ParkedRetryFirst), tables[0].RetryAt, 5*time.Second)
+	_, err = b.ExecForTest(ctx, `UPDATE philotes.parked_tables SET attempts = 9`)
+	require.NoError(t, err)
+	require.NoError(t, b.Park(ctx, bad, "still broken"))
+	tables, err = b.ParkedTables(ctx)
+	require.NoError(t, err)
+	require.WithinDuration(t, time.Now().Add(buffer.ParkedRetryMax), tables[0].RetryAt, 5*time.Second, "the backoff stops growing")
 	_, err = b.ExecForTest(ctx, `UPDATE philotes.parked_tables SET retry_at = now()`)
 	require.NoError(t, err)
 
