@@ -32,13 +32,9 @@ const noIdentityCond = `c.relreplident = 'n'
 // own UPDATE and DELETE statements fail ("cannot update table ... because it does not have a replica identity and
 // publishes updates").
 func checkIdentity(ctx context.Context, conn *pgconn.PgConn, cond, what string) error {
-	res, err := conn.Exec(ctx, noIdentitySQL(cond)).ReadAll()
+	bad, err := listNoIdentity(ctx, conn, cond)
 	if err != nil {
 		return fmt.Errorf("check the replica identity of %s: %w", what, err)
-	}
-	var bad []string
-	for _, row := range res[0].Rows {
-		bad = append(bad, string(row[0]))
 	}
 	if len(bad) == 0 {
 		return nil
@@ -51,6 +47,19 @@ func checkIdentity(ctx context.Context, conn *pgconn.PgConn, cond, what string) 
 		"application's UPDATE and DELETE on such a table while a publication publishes it. For each table: add a "+
 		"primary key, or ALTER TABLE ... REPLICA IDENTITY FULL (every column goes to the WAL), or leave it out with "+
 		"PHILOTES_TABLES (a list of schema.table) or a publication you create yourself", ErrSourceConfig, what, strings.Join(shown, ", "))
+}
+
+// listNoIdentity lists, as "schema.table", the tables selected by cond without a usable replica identity.
+func listNoIdentity(ctx context.Context, conn *pgconn.PgConn, cond string) ([]string, error) {
+	res, err := conn.Exec(ctx, noIdentitySQL(cond)).ReadAll()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, row := range res[0].Rows {
+		out = append(out, string(row[0]))
+	}
+	return out, nil
 }
 
 // publicationTablesCond selects the tables of an existing publication that publishes updates or deletes.

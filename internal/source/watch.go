@@ -145,18 +145,15 @@ func unpublishedCond(publication string) string {
 
 // noIdentity lists the tables selected by cond without a usable replica identity, leaving out the worker's own.
 func (r *Reader) noIdentity(ctx context.Context, conn *pgconn.PgConn, cond string) ([]string, error) {
-	res, err := conn.Exec(ctx, noIdentitySQL(cond)).ReadAll()
-	if err != nil {
-		return nil, err
-	}
+	all, err := listNoIdentity(ctx, conn, cond)
 	var out []string
-	for _, row := range res[0].Rows {
-		schema, table, _ := strings.Cut(string(row[0]), ".")
+	for _, t := range all {
+		schema, table, _ := strings.Cut(t, ".")
 		if r.cfg.Skip == nil || !r.cfg.Skip(schema, table) {
-			out = append(out, string(row[0]))
+			out = append(out, t)
 		}
 	}
-	return out, nil
+	return out, err
 }
 
 // tablesWhere lists the ordinary and partitioned tables selected by cond with their keys, leaving out the

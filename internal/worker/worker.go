@@ -244,7 +244,7 @@ type processor struct {
 }
 
 // parkedPoll is how often a processor looks for a parked table due for a retry (each table's own backoff is
-// kept in the buffer: buffer.ParkedRetry).
+// kept in the buffer: buffer.ParkedRetryFirst, doubling up to buffer.ParkedRetryMax).
 const parkedPoll = 5 * time.Second
 
 // errParked reports a batch abandoned because one of its tables was just parked.
