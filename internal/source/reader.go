@@ -293,8 +293,20 @@ func (r *Reader) ensurePublication(ctx context.Context, conn *pgconn.PgConn) err
 		return fmt.Errorf("list the tables for publication %s: %w", r.cfg.Publication, err)
 	}
 	names := make([]string, len(tables))
+	found := map[string]bool{}
 	for i, t := range tables {
 		names[i] = pgx.Identifier{t.Schema, t.Name}.Sanitize()
+		found[t.Schema+"."+t.Name] = true
+	}
+	var missing []string
+	for _, t := range r.cfg.Tables {
+		if !found[t] {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: PHILOTES_TABLES names tables the source database does not have: %s; list existing tables as schema.table",
+			ErrSourceConfig, strings.Join(missing, ", "))
 	}
 	target := ""
 	if len(names) > 0 {

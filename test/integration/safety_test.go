@@ -40,6 +40,12 @@ func TestTableWithoutIdentityIsNotPublished(t *testing.T) {
 		s.exec(t, `DROP PUBLICATION bad_pub; DROP PUBLICATION other_pub`)
 	})
 
+	t.Run("a listed table that does not exist", func(t *testing.T) {
+		out := runRefused(t, append(s.env(), "PHILOTES_HTTP_ADDR=127.0.0.1:0", "PHILOTES_TABLES=public.orders,public.nosuch"), "run")
+		require.Contains(t, out, "PHILOTES_TABLES names tables the source database does not have: public.nosuch")
+		require.Zero(t, s.countSource(t, `SELECT count(*) FROM pg_publication`), "no publication created")
+	})
+
 	t.Run("only the listed tables", func(t *testing.T) {
 		w := s.start(t, "w1", []string{"PHILOTES_TABLES=public.orders"})
 		reader(t, w)
