@@ -127,8 +127,6 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	if err := fs.Parse(args[1:]); err != nil {
 		return Config{}, err
 	}
-	tables, backfillTables, backfill, logLevel, s3Endpoint, s3Region, s3PathStyle, s3Key, s3Secret, s3Token, catalogToken, catalogWarehouse :=
-		v.tables, v.backfillTables, v.backfill, v.logLevel, v.s3Endpoint, v.s3Region, v.s3PathStyle, v.s3Key, v.s3Secret, v.s3Token, v.catalogToken, v.catalogWarehouse
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q: settings are flags (--name value) or PHILOTES_* variables", fs.Args()))
 	}
@@ -145,46 +143,46 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (Config,
 	if c.Mode == Backfill {
 		c.Processors = 0 // the run replicas write the rows to the lake
 	}
-	switch backfill {
+	switch v.backfill {
 	case "auto":
 		c.Backfill = true
 	case "off":
 	default:
-		errs = append(errs, fmt.Errorf("PHILOTES_BACKFILL=%q: use auto or off", backfill))
+		errs = append(errs, fmt.Errorf("PHILOTES_BACKFILL=%q: use auto or off", v.backfill))
 	}
 	c.IcebergProperties = map[string]string{}
-	for k, v := range map[string]string{"s3.endpoint": s3Endpoint, "s3.region": s3Region,
-		"s3.access-key-id": s3Key, "s3.secret-access-key": s3Secret, "s3.session-token": s3Token,
-		"token": catalogToken, "warehouse": catalogWarehouse} {
-		if v != "" {
-			c.IcebergProperties[k] = v
+	for k, val := range map[string]string{"s3.endpoint": v.s3Endpoint, "s3.region": v.s3Region,
+		"s3.access-key-id": v.s3Key, "s3.secret-access-key": v.s3Secret, "s3.session-token": v.s3Token,
+		"token": v.catalogToken, "warehouse": v.catalogWarehouse} {
+		if val != "" {
+			c.IcebergProperties[k] = val
 		}
 	}
-	switch s3PathStyle {
+	switch v.s3PathStyle {
 	case "auto":
 	case "true", "false":
-		c.IcebergProperties["s3.force-virtual-addressing"] = strconv.FormatBool(s3PathStyle == "false")
+		c.IcebergProperties["s3.force-virtual-addressing"] = strconv.FormatBool(v.s3PathStyle == "false")
 	default:
-		errs = append(errs, fmt.Errorf("PHILOTES_S3_PATH_STYLE=%q: use true (http://endpoint/bucket/key, most S3-compatible servers), false (http://bucket.endpoint/key) or auto (true when PHILOTES_S3_ENDPOINT is set)", s3PathStyle))
+		errs = append(errs, fmt.Errorf("PHILOTES_S3_PATH_STYLE=%q: use true (http://endpoint/bucket/key, most S3-compatible servers), false (http://bucket.endpoint/key) or auto (true when PHILOTES_S3_ENDPOINT is set)", v.s3PathStyle))
 	}
-	if s3Endpoint != "" {
-		if u, err := url.Parse(s3Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("PHILOTES_S3_ENDPOINT=%q: use an http(s):// URL such as https://s3.example.com or http://minio:9000", redactURL(s3Endpoint)))
+	if v.s3Endpoint != "" {
+		if u, err := url.Parse(v.s3Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("PHILOTES_S3_ENDPOINT=%q: use an http(s):// URL such as https://s3.example.com or http://minio:9000", redactURL(v.s3Endpoint)))
 		}
 	}
-	if (s3Key == "") != (s3Secret == "") {
+	if (v.s3Key == "") != (v.s3Secret == "") {
 		errs = append(errs, errors.New("PHILOTES_S3_ACCESS_KEY_ID and PHILOTES_S3_SECRET_ACCESS_KEY go together: set both, or neither to use the AWS SDK's default chain (AWS_* variables, web identity, instance role)"))
 	}
-	if catalogWarehouse != "" && c.IcebergCatalogURI == "" {
+	if v.catalogWarehouse != "" && c.IcebergCatalogURI == "" {
 		errs = append(errs, errors.New("PHILOTES_ICEBERG_CATALOG_WAREHOUSE is for a REST catalog: set PHILOTES_ICEBERG_CATALOG_URI too, or leave it empty"))
 	}
-	c.Tables = tableList(tables, "PHILOTES_TABLES", &errs)
-	c.BackfillTables = tableList(backfillTables, "--tables", &errs)
+	c.Tables = tableList(v.tables, "PHILOTES_TABLES", &errs)
+	c.BackfillTables = tableList(v.backfillTables, "--tables", &errs)
 	if c.Mode == Backfill && len(c.BackfillTables) == 0 {
 		errs = append(errs, errors.New("--tables is required: name the tables to backfill, e.g. philotes-worker backfill --tables public.orders,public.customers"))
 	}
-	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
-		errs = append(errs, fmt.Errorf("PHILOTES_LOG_LEVEL=%q: use debug, info, warn or error", logLevel))
+	if err := c.LogLevel.UnmarshalText([]byte(v.logLevel)); err != nil {
+		errs = append(errs, fmt.Errorf("PHILOTES_LOG_LEVEL=%q: use debug, info, warn or error", v.logLevel))
 	}
 	errs = append(errs, c.validate()...)
 	if err := errors.Join(errs...); err != nil {
